@@ -1,0 +1,1 @@
+"""Shared foundation: contracts, settings, topics, the embedded broker, Kafka clients."""

@@ -1,0 +1,117 @@
+"""Settings, read from ``PGENRM_*`` environment variables (pydantic-settings).
+
+Nested groups use ``__``: ``PGENRM_BROKER__URLS=kafka:9092``.
+
+>>> Settings(broker={"urls": "a:1,b:2"}).broker.bootstrap
+['a:1', 'b:2']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrokerSettings(BaseModel):
+    urls: str = "127.0.0.1:19092"
+    """Comma-separated bootstrap servers. Used when ``embedded`` is false."""
+    embedded: bool = True
+    """Start the bundled tansu broker on ``urls``' first host:port."""
+    embedded_storage: str = "memory://tansu/"
+    """``memory://tansu/`` (lost on restart) or ``s3://bucket/`` (durable; needs AWS_* env)."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    partitions: int = Field(default=4, ge=1)
+    session_timeout_ms: int = 6000
+    """Short on purpose: tansu holds every JoinGroup for half the session timeout."""
+    heartbeat_interval_ms: int = 2000
+    max_message_bytes: int = 1_000_000
+
+    @property
+    def bootstrap(self) -> list[str]:
+        return [u.strip() for u in self.urls.split(",") if u.strip()]
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Connection keyword arguments shared by kafka-python clients."""
+        kw: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            kw["ssl_cafile"] = str(self.ssl_cafile)
+        return kw
+
+
+class QdrantSettings(BaseModel):
+    mode: Literal["embedded", "server", "memory"] = "embedded"
+    """``embedded``: Qdrant Edge on disk; ``server``: qdrant-client to ``url``;
+    ``memory``: qdrant-client's in-process ``:memory:`` (tests only)."""
+    path: Path | None = None
+    """Embedded store folder; defaults to ``<data_dir>/qdrant``."""
+    url: str | None = None
+    api_key: SecretStr | None = None
+    collection_prefix: str = "pgenrm"
+
+
+class ModelSettings(BaseModel):
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    model: str = "smollm2"
+    """An alias (``smollm2``, ``qwen0.5b``, ``qwen1.5b``), a local folder, or a hub id."""
+    embedder: str = "minilm"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    template: Path | None = None
+    """A prompt template file; defaults to the one shipped in ``reward/templates``."""
+    history_size: int = Field(default=3, ge=0, le=32)
+    samples: int = Field(default=1, ge=0, le=64)
+    neighbours: int = Field(default=2, ge=0, le=32)
+    temperature: float = 1.0
+    max_new_tokens: int = 384
+    combination: Literal["paper", "blend"] = "paper"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: SecretStr | None = None
+    max_body_bytes: int = 1_000_000
+
+
+class Settings(BaseSettings):
+    """All of pgenrm's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PGENRM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    models_dir: Path = Path("models")
+    broker: BrokerSettings = BrokerSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+    models: ModelSettings = ModelSettings()
+    api: ApiSettings = ApiSettings()
+    # Flat aliases the issues name explicitly (PGENRM_API_TOKEN, PGENRM_API_PORT).
+    api_token: SecretStr | None = None
+    api_port: int | None = None
+
+    def model_post_init(self, __context: object) -> None:
+        if self.api_token is not None and self.api.token is None:
+            self.api.token = self.api_token
+        if self.api_port is not None:
+            self.api.port = self.api_port
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.qdrant.path or self.data_dir / "qdrant"

@@ -1,0 +1,1 @@
+"""User prototypes: embeddings, online clustering, Qdrant stores, the preference prior."""

@@ -1,0 +1,1 @@
+"""Generative reward core: P-GenRM evaluation chains, backends, individual-level scaling."""

@@ -1,0 +1,122 @@
+"""Request/response models and backend interface of the generative reward core.
+
+Independent of Kafka: the stream worker, the HTTP API, ``pgenrm score`` and
+``pgenrm eval`` all build a :class:`ScoreRequest` and read a :class:`ScoreResult`.
+
+Examples
+--------
+>>> from reward.protocol import ScoreRequest
+>>> req = ScoreRequest(user_id="u1", context=[{"role": "user", "content": "Hi"}],
+...                    candidates=["Hello!", "Go away."])
+>>> req.samples
+1
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.contracts import MAX_CANDIDATES, MIN_CANDIDATES, ChatMessage, Criterion
+
+
+class HistoryItem(BaseModel):
+    """One past choice of a user: a triple (query, chosen, rejected) and maybe why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    context: list[ChatMessage] = Field(min_length=1)
+    chosen: str
+    rejected: str
+    critique: str | None = None
+
+
+class ScoreRequest(BaseModel):
+    """Score ``candidates`` for ``context`` as the owner of ``history`` would.
+
+    This is also the file format of ``pgenrm score REQUEST.json``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = "anonymous"
+    history: list[HistoryItem] = Field(default_factory=list)
+    stated_preferences: str | None = None
+    context: list[ChatMessage] = Field(min_length=1)
+    candidates: list[str] = Field(min_length=MIN_CANDIDATES, max_length=MAX_CANDIDATES)
+    samples: int = Field(default=1, ge=1, le=64)
+    """m, the number of evaluation chains sampled for this request."""
+    debias: bool = True
+    """Present candidates in a different order in each sample (both orders at m=1)."""
+    seed: int | None = None
+
+
+class ChainParse(BaseModel):
+    """What the parser made of one generated evaluation chain."""
+
+    ok: bool
+    scores: list[float] | None = None
+    """Scores in the *request's* candidate order (already un-permuted)."""
+    failure: str | None = None
+    """A short reason code when ``ok`` is false (``no_json``, ``missing_candidate`` ...)."""
+    detail: str | None = None
+    criteria: list[Criterion] = Field(default_factory=list)
+    persona: str | None = None
+    arithmetic_mismatch: bool = False
+    order: list[int] = Field(default_factory=list)
+    """The permutation shown to the model: ``order[k]`` is the request index in slot k."""
+    text: str = ""
+
+
+class ScoreResult(BaseModel):
+    """Per-candidate mean over valid chains, with the evidence."""
+
+    scores: list[float | None]
+    """Mean score per candidate; None where no chain produced a valid score."""
+    std: list[float | None]
+    valid: list[int]
+    samples: int
+    parse_failures: int
+    failure_reasons: Counter[str] = Field(default_factory=Counter)
+    ties: int = 0
+    """Valid chains whose top score was shared by more than one candidate."""
+    chains: list[ChainParse] = Field(default_factory=list)
+    persona: str | None = None
+    criteria: list[Criterion] = Field(default_factory=list)
+    model_id: str = ""
+    generated_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+class Completion(BaseModel):
+    text: str
+    tokens: int = 0
+    logprob: float | None = None
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """Generates ``n`` completions for each of several prompts in one batched call.
+
+    Implementations: ``transformers`` (CPU default), ``vllm`` (in-process, GPU),
+    ``openai`` (HTTP to any OpenAI-compatible server).
+    """
+
+    model_id: str
+
+    def generate(
+        self,
+        prompts: Sequence[list[ChatMessage]],
+        *,
+        n: int = 1,
+        temperature: float = 1.0,
+        max_tokens: int = 384,
+        stop: Sequence[str] | None = None,
+        logprobs: bool = False,
+        seed: int | None = None,
+    ) -> list[list[Completion]]:
+        """Return ``len(prompts)`` lists of ``n`` completions each."""
+        ...

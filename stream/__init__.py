@@ -1,0 +1,1 @@
+"""Stream processors (faust-streaming): feedback, persona refresher, reward worker."""
