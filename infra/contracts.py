@@ -38,7 +38,7 @@ def utcnow() -> datetime:
 class Contract(BaseModel):
     """Base of every message: strict about unknown fields, immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -46,7 +46,7 @@ class Contract(BaseModel):
 class ChatMessage(BaseModel):
     """One chat turn, OpenAI style."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     role: Literal["system", "user", "assistant"]
     content: Text
@@ -77,7 +77,7 @@ class FeedbackEvent(Contract):
 class RewardOverrides(BaseModel):
     """Per-request overrides of the scaling settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     samples: int | None = Field(default=None, ge=0, le=64)
     """m: evaluation chains sampled with the user's own history (0 = none)."""
@@ -100,7 +100,7 @@ class RewardRequest(Contract):
 class Criterion(BaseModel):
     """One weighted criterion of an evaluation chain."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     weight: float = Field(ge=0, le=100)
@@ -109,7 +109,7 @@ class Criterion(BaseModel):
 class Explanation(BaseModel):
     """Why a reward came out as it did."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     persona: str | None = None
     criteria: list[Criterion] = Field(default_factory=list)
@@ -120,7 +120,7 @@ class Explanation(BaseModel):
 class CandidateScore(BaseModel):
     """The score of one candidate; rank 1 is best."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     index: int = Field(ge=0)
     score: float

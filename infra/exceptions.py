@@ -9,6 +9,8 @@ catch everything pgenrm raises with one ``except``::
     ├── BrokerError                 (infra)
     │   └── BrokerStartError
     ├── InvalidEventError           (infra: bad input bound for a dead-letter topic)
+    ├── FeedbackFileError           (infra: `pgenrm send-feedback` found bad lines)
+    ├── ResultTimeoutError          (infra: `pgenrm request-reward` got no result in time)
     ├── ModelInstallError           (reward)
     ├── BackendError                (reward)
     ├── StoreError                  (prototypes)
@@ -16,6 +18,28 @@ catch everything pgenrm raises with one ``except``::
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+ErrorReason = Literal[
+    "invalid_json",
+    "schema_violation",
+    "unknown_schema_version",
+    "oversize",
+    "candidate_count",
+    "duplicate_id",
+    "processing_error",
+]
+"""Stable reason codes of :class:`InvalidEventError` (the ``pgenrm-error-reason`` header).
+
+``invalid_json``: not UTF-8 JSON (or a null value); ``schema_violation``: JSON that
+breaks the contract; ``unknown_schema_version``: a ``schema_version`` this build
+does not know; ``oversize``: more than ``max_bytes``; ``candidate_count``: fewer
+than 2 or more than 16 candidates; ``duplicate_id``: an id already processed
+(raised by processors); ``processing_error``: a processor failed on a valid event
+and its error callback chose to dead-letter it.
+"""
+ERROR_REASONS: tuple[ErrorReason, ...] = ErrorReason.__args__  # type: ignore[attr-defined]
 
 
 class PgenrmError(Exception):
@@ -36,3 +60,69 @@ class BrokerStartError(BrokerError):
 
 class NotBuiltError(PgenrmError):
     """A capability that is declared but not implemented yet."""
+
+
+class InvalidEventError(PgenrmError):
+    """A record that cannot be processed; it carries the record that caused it.
+
+    Parameters
+    ----------
+    reason
+        One of :data:`ERROR_REASONS`.
+    detail
+        Human-readable explanation (may be long; dead-letter headers truncate it).
+    topic, partition, offset
+        Where the record came from (``None`` when decoded outside a consumer).
+    value, key
+        The record's original bytes, kept verbatim for the dead-letter topic.
+
+    >>> e = InvalidEventError("oversize", "too big", "pgenrm.feedback.v1", 0, 7, b"x")
+    >>> e.reason, e.offset, str(e)
+    ('oversize', 7, 'oversize: too big (pgenrm.feedback.v1[0]@7)')
+    """
+
+    def __init__(
+        self,
+        reason: ErrorReason,
+        detail: str,
+        topic: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        value: bytes | None = None,
+        *,
+        key: bytes | None = None,
+    ) -> None:
+        if reason not in ERROR_REASONS:
+            raise ValueError(f"unknown error reason {reason!r}")
+        self.reason: ErrorReason = reason
+        self.detail = detail
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.value = value
+        self.key = key
+        super().__init__(f"{reason}: {detail} ({topic}[{partition}]@{offset})")
+
+    def at(
+        self, partition: int | None, offset: int | None, key: bytes | None = None
+    ) -> InvalidEventError:
+        """The same error, located at ``partition``/``offset`` (and ``key``)."""
+        return InvalidEventError(
+            self.reason, self.detail, self.topic, partition, offset, self.value,
+            key=key if key is not None else self.key,
+        )
+
+
+class FeedbackFileError(PgenrmError):
+    """A feedback JSONL file has invalid lines; ``problems`` lists ``(line, reason, detail)``."""
+
+    def __init__(self, path: str, problems: list[tuple[int, str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "; ".join(f"line {n}: {r}: {d[:200]}" for n, r, d in problems[:10])
+        more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+        super().__init__(f"{path}: {len(problems)} invalid line(s): {lines}{more}")
+
+
+class ResultTimeoutError(PgenrmError):
+    """No reward result arrived for a request within the timeout."""

@@ -11,3 +11,15 @@ class PrototypeError(PgenrmError):
 
 class StoreError(PrototypeError):
     """The vector store failed or holds inconsistent data."""
+
+
+class EmbedderError(PrototypeError):
+    """An embedding model could not be loaded or produced bad vectors."""
+
+
+class ClusteringError(PrototypeError):
+    """The online clusterer is misconfigured or its checkpoint is unreadable."""
+
+
+class RefinementError(PrototypeError):
+    """The offline rebuild (K-means + attentive refinement) could not run."""

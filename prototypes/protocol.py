@@ -56,6 +56,14 @@ class UserState(BaseModel):
     prototype_id: int | None = None
     events_applied: int = 0
     critiques: int = 0
+    query_embedding: list[float] = Field(default_factory=list)
+    """Recency-weighted mean embedding of the user's queries (same weights as ``direction``)."""
+    assigned_vector: list[float] = Field(default_factory=list)
+    """The search vector this user contributes to its prototype's centroid."""
+    assigned_query: list[float] = Field(default_factory=list)
+    """The query embedding this user contributes to its prototype's ``query_centroid``."""
+    assigned_version: int | None = None
+    """``version`` at which the prototype assignment was last applied (idempotence guard)."""
     offsets: dict[int, int] = Field(default_factory=dict)
     """Last applied source offset per feedback-topic partition (replay guard)."""
     version: int = 0
@@ -93,6 +101,8 @@ class Prototype(BaseModel):
     query_centroid: list[float] = Field(default_factory=list)
     z: list[float] = Field(default_factory=list)
     size: int = 0
+    refined: bool = False
+    """True when ``z`` is the refined prototype ``a_j`` from the last rebuild."""
     outcomes: int = 0
     """Served rewards whose outcome later feedback revealed."""
     correct: int = 0
@@ -135,6 +145,12 @@ class UserStore(Protocol):
 
     def close(self) -> None: ...
 
+    def put_many(self, items: Sequence[tuple[UserState, np.ndarray | None]]) -> None:
+        """Upsert several users in one store operation."""
+        ...
+
+    def delete_all(self) -> None: ...
+
 
 @runtime_checkable
 class PrototypeStore(Protocol):
@@ -152,6 +168,8 @@ class PrototypeStore(Protocol):
 
     def delete_all(self) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 @runtime_checkable
 class Ledger(Protocol):
@@ -160,3 +178,5 @@ class Ledger(Protocol):
     def seen(self, keys: Sequence[str]) -> set[str]: ...
 
     def mark(self, keys: Sequence[str]) -> None: ...
+
+    def flush(self) -> None: ...

@@ -69,6 +69,10 @@ class ChainParse(BaseModel):
     order: list[int] = Field(default_factory=list)
     """The permutation shown to the model: ``order[k]`` is the request index in slot k."""
     text: str = ""
+    warnings: list[str] = Field(default_factory=list)
+    """Non-fatal findings (``weights_not_100``, ``arithmetic_mismatch``, ``recomputed`` ...)."""
+    recomputed: list[float] | None = None
+    """Weighted sums recomputed from criteria and breakdown, request order, when possible."""
 
 
 class ScoreResult(BaseModel):
@@ -89,6 +93,10 @@ class ScoreResult(BaseModel):
     model_id: str = ""
     generated_tokens: int = 0
     latency_ms: float = 0.0
+    warnings: Counter[str] = Field(default_factory=Counter)
+    """Counts of non-fatal parser findings over all chains (``arithmetic_mismatch`` ...)."""
+    generations: int = 0
+    """Chains generated (``samples``, or 2 when debiasing a single sample)."""
 
 
 class Completion(BaseModel):

@@ -1,0 +1,446 @@
+"""Benchmark of the stream processors on the real tansu broker.
+
+Measures, in one run:
+
+1. **Feedback throughput** of the full feedback path (worker subprocess:
+   consume, validate, embed, apply, upsert, flush, publish states, commit),
+   against two limits measured on the same events: a raw kafka-python consume
+   (+ ``json.loads``) of the same topic, and raw batched embedding of the same
+   texts (3 per event, batches of the worker's size). Reports the ratio to the
+   tighter limit (goal >= 0.8).
+2. **First-feedback-to-prototype-visible latency** at a steady 100 events/s:
+   from producing a new user's first event to the first PersonaState on
+   ``pgenrm.personas.v1`` that names a prototype for that user (goal p95 <= 2 s).
+3. **Reward worker overhead** beyond model time: end-to-end request->result
+   latency minus the generation time the worker reports (``model_ms``), p95
+   (goal <= 50 ms); and cold-start vs known-user latency at the same m, n.
+
+Run: ``.venv/bin/python bench/bench_stream.py [--events 6000] [--quick]``.
+Writes ``out/bench_stream.json`` and ``out/bench_stream.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from infra.contracts import (  # noqa: E402
+    ChatMessage,
+    FeedbackEvent,
+    PersonaState,
+    RewardOverrides,
+    RewardRequest,
+    RewardResult,
+)
+from infra.settings import BrokerSettings, ModelSettings, Settings  # noqa: E402
+
+console = Console()
+
+SUBJECTS = [
+    "a trip",
+    "dinner",
+    "a workout",
+    "my budget",
+    "a laptop",
+    "a garden",
+    "an essay",
+    "a meeting",
+    "a bike",
+    "a birthday",
+    "my code",
+    "a move",
+    "a course",
+    "a podcast",
+]
+ASKS = [
+    "How do I plan",
+    "Any advice on",
+    "What matters most for",
+    "Help me choose",
+    "Quick tips for",
+    "Explain how to handle",
+]
+STYLES = {
+    "short": "Keep it short: {s} needs three steps, nothing more.",
+    "long": "There are many angles to {s}; first consider the context, then the constraints, "
+    "then the options in detail, and finally weigh each trade-off carefully before "
+    "committing to a plan that you revisit after a week.",
+    "formal": "Regarding {s}, I would recommend a structured approach with clear milestones.",
+    "casual": "Honestly? For {s} just wing it a bit and see what feels fun, no stress!",
+}
+
+
+def make_events(n: int, users: int, seed: int = 0, prefix: str = "b") -> list[FeedbackEvent]:
+    """Synthetic, project-written feedback: each user prefers one style over another."""
+    rng = random.Random(seed)
+    prefs = {}
+    keys = list(STYLES)
+    for u in range(users):
+        a, b = rng.sample(keys, 2)
+        prefs[u] = (a, b)
+    out = []
+    for i in range(n):
+        u = i % users
+        a, b = prefs[u]
+        s = rng.choice(SUBJECTS)
+        q = f"{rng.choice(ASKS)} {s}? (#{i})"
+        out.append(
+            FeedbackEvent(
+                event_id=f"{prefix}-{i}",
+                user_id=f"{prefix}-user-{u}",
+                context=[ChatMessage(role="user", content=q)],
+                chosen=STYLES[a].format(s=s) + f" [{i}]",
+                rejected=STYLES[b].format(s=s) + f" [{i}]",
+                critique="more like this" if i % 5 == 0 else None,
+            )
+        )
+    return out
+
+
+class Watcher:
+    """PersonaState follower: first time each user's state names a prototype, last counts."""
+
+    def __init__(self, settings: Settings) -> None:
+        from kafka import TopicPartition
+
+        from infra.kafka import make_consumer, seek_to_highwater
+        from infra.topics import PERSONAS
+
+        self.c = make_consumer(settings, group_id=None, max_poll_records=5000)
+        parts = self.c.partitions_for_topic(PERSONAS) or set()
+        self.c.assign([TopicPartition(PERSONAS, p) for p in sorted(parts)])
+        seek_to_highwater(self.c)
+        self.applied: dict[str, int] = {}
+        self.first_proto: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for recs in self.c.poll(timeout_ms=100).values():
+                now = time.perf_counter()
+                for r in recs:
+                    st = PersonaState.model_validate_json(r.value)
+                    with self.lock:
+                        self.applied[st.user_id] = max(
+                            self.applied.get(st.user_id, 0), st.events_applied
+                        )
+                        if st.prototype_id is not None and st.user_id not in self.first_proto:
+                            self.first_proto[st.user_id] = now
+
+    def wait_applied(self, expected: dict[str, int], timeout_s: float) -> float:
+        end = time.perf_counter() + timeout_s
+        while True:
+            with self.lock:
+                done = all(self.applied.get(u, 0) >= n for u, n in expected.items())
+            if done:
+                return time.perf_counter()
+            if time.perf_counter() > end:
+                with self.lock:
+                    got = sum(min(self.applied.get(u, 0), n) for u, n in expected.items())
+                raise TimeoutError(f"applied {got}/{sum(expected.values())} in {timeout_s}s")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.t.join(5)
+        self.c.close()
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(round(q * (len(s) - 1)), len(s) - 1)]
+
+
+def raw_consume_rate(settings: Settings, topic: str, n: int) -> float:
+    from kafka import TopicPartition
+
+    from infra.kafka import make_consumer
+
+    c = make_consumer(
+        settings, group_id=None, max_poll_records=5000, fetch_max_bytes=50 * 1024 * 1024
+    )
+    parts = c.partitions_for_topic(topic) or set()
+    c.assign([TopicPartition(topic, p) for p in sorted(parts)])
+    c.seek_to_beginning()
+    got = 0
+    t0 = time.perf_counter()
+    while got < n and time.perf_counter() - t0 < 120:
+        for recs in c.poll(timeout_ms=500).values():
+            for r in recs:
+                json.loads(r.value)
+                got += 1
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def raw_embed_rate(events: list[FeedbackEvent], batch: int) -> float:
+    from prototypes.embedder import context_text, load_embedder
+
+    emb = load_embedder("minilm")
+    emb.embed(["warm up"])
+    t0 = time.perf_counter()
+    for i in range(0, len(events), batch):
+        texts: list[str] = []
+        for ev in events[i : i + batch]:
+            texts += [context_text(ev.context), ev.chosen, ev.rejected]
+        emb.embed(texts)
+    return len(events) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=6000)
+    ap.add_argument("--users", type=int, default=200)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--requests", type=int, default=12)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--skip-rewards", action="store_true")
+    ap.add_argument("--torch-threads", type=int, default=1, help="same in worker and limit")
+    ap.add_argument("--out", type=Path, default=REPO / "out")
+    args = ap.parse_args()
+
+    from infra.broker import EmbeddedBroker, free_port
+    from infra.kafka import ensure_topics, make_producer, produce
+    from infra.topics import FEEDBACK
+    from stream.demo import worker_process
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="pgenrm-bench-"))
+    results: dict[str, Any] = {"events": args.events, "users": args.users}
+    batch = 256
+    with EmbeddedBroker(port=free_port(), data_dir=root / "broker") as broker:
+        s = Settings(
+            data_dir=root / "data",
+            models_dir=REPO / "models",
+            broker=BrokerSettings(urls=broker.bootstrap, embedded=False),
+            models=ModelSettings(samples=1, neighbours=1, max_new_tokens=args.max_new_tokens),
+        )
+        ensure_topics(s)
+        events = make_events(args.events, args.users)
+        env = {
+            "PGENRM_STREAM_TORCH_THREADS": str(args.torch_threads),
+            "PGENRM_STREAM_PERSONA_REFRESH": "false",
+            "PGENRM_STREAM_API": "false",
+            "PGENRM_STREAM_FEEDBACK_BATCH": str(batch),
+            "PGENRM_MODELS__SAMPLES": "1",
+            "PGENRM_MODELS__NEIGHBOURS": "1",
+            "PGENRM_MODELS__MAX_NEW_TOKENS": str(args.max_new_tokens),
+        }
+        if args.skip_rewards:
+            env["PGENRM_STREAM_LOAD_BACKEND"] = "false"
+        prod = make_producer(s, linger_ms=20, batch_size=256 * 1024)
+        watcher = Watcher(s)
+        with worker_process(s, env, root / "worker.log", f"bench-{uuid.uuid4().hex[:8]}") as proc:
+            # warm-up: the worker joins, loads the embedder (and the model), applies one event
+            warm = make_events(1, 1, prefix="warm")
+            produce(prod, FEEDBACK, warm[0]).get(30)
+            console.print("waiting for the worker (model loading)...")
+            watcher.wait_applied({"warm-user-0": 1}, 600)
+            # 1. throughput
+            t0 = time.perf_counter()
+            for ev in events:
+                produce(prod, FEEDBACK, ev)
+            prod.flush()
+            expected: dict[str, int] = {}
+            for ev in events:
+                expected[ev.user_id] = expected.get(ev.user_id, 0) + 1
+            t_done = watcher.wait_applied(expected, 900)
+            full_rate = len(events) / (t_done - t0)
+            console.print(f"full feedback path: {full_rate:,.0f} events/s")
+            # 2. first-feedback-to-prototype-visible at 100 events/s
+            lat_events = make_events(int(args.latency_seconds * 100), 10_000, seed=1, prefix="lat")
+            first_sent: dict[str, float] = {}
+            t_start = time.perf_counter()
+            for i, ev in enumerate(lat_events):
+                target = t_start + i / 100.0
+                while time.perf_counter() < target:
+                    time.sleep(0.0005)
+                produce(prod, FEEDBACK, ev)
+                prod.flush()
+                first_sent.setdefault(ev.user_id, time.perf_counter())
+            exp2 = {u: 1 for u in first_sent}
+            watcher.wait_applied(exp2, 300)
+            lat_ms = [
+                (watcher.first_proto[u] - t) * 1000
+                for u, t in first_sent.items()
+                if u in watcher.first_proto
+            ]
+            results["prototype_visible_ms"] = {
+                "p50": pct(lat_ms, 0.5),
+                "p95": pct(lat_ms, 0.95),
+                "n": len(lat_ms),
+                "missing": len(first_sent) - len(lat_ms),
+            }
+            # 3. rewards
+            if not args.skip_rewards:
+                results["rewards"] = bench_rewards(s, events, args.requests)
+            if proc.poll() is not None:
+                raise RuntimeError((root / "worker.log").read_text()[-3000:])
+        watcher.close()
+        prod.close()
+        results["raw_consume_eps"] = raw_consume_rate(s, FEEDBACK, args.events)
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    results["torch_threads"] = args.torch_threads
+    results["raw_embed_eps"] = raw_embed_rate(events, batch)
+    results["full_path_eps"] = full_rate
+    tight = min(results["raw_consume_eps"], results["raw_embed_eps"])
+    results["ratio_to_tighter_limit"] = full_rate / tight
+    report(results, args.out)
+
+
+def bench_rewards(s: Settings, events: list[FeedbackEvent], n: int) -> dict[str, Any]:
+    """Known vs cold-start requests through the worker, with one persistent client.
+
+    ``e2e`` runs from just before the request is produced to the moment its result
+    is consumed; ``overhead`` = e2e - model time reported by the worker;
+    ``worker_overhead`` = the worker's own latency_ms - model time (no transport).
+    """
+    from kafka import TopicPartition
+
+    from infra.kafka import make_consumer, make_producer, produce, seek_to_highwater
+    from infra.topics import REWARD_REQUESTS, REWARDS
+
+    cons = make_consumer(s, group_id=None)
+    cons.assign([TopicPartition(REWARDS, p) for p in sorted(cons.partitions_for_topic(REWARDS))])
+    seek_to_highwater(cons)
+    prod = make_producer(s, linger_ms=0)
+    known = sorted({e.user_id for e in events})[:n]
+    keys = ["e2e", "model", "overhead", "worker_overhead"]
+    out: dict[str, list[float]] = {f"{k}_{m}": [] for k in ("known", "cold") for m in keys}
+    modes: list[str] = []
+    for i in range(2 * n + 1):
+        cold = i % 2 == 1
+        user = f"stranger-{i}" if cold else known[(i // 2) % len(known)]
+        req = RewardRequest(
+            request_id=f"bench-{i}-{uuid.uuid4().hex[:6]}",
+            user_id=user,
+            context=[
+                ChatMessage(role="user", content=f"{ASKS[i % len(ASKS)]} {SUBJECTS[i % 14]}?")
+            ],
+            candidates=[STYLES["short"].format(s="it"), STYLES["long"].format(s="it")],
+            overrides=RewardOverrides(samples=1, neighbours=1),
+        )
+        t0 = time.perf_counter()
+        produce(prod, REWARD_REQUESTS, req)
+        prod.flush()
+        res: RewardResult | None = None
+        while res is None and time.perf_counter() - t0 < 600:
+            for recs in cons.poll(timeout_ms=5).values():
+                for r in recs:
+                    got = RewardResult.model_validate_json(r.value)
+                    if got.request_id == req.request_id:
+                        res = got
+        if res is None:
+            raise TimeoutError(req.request_id)
+        e2e = (time.perf_counter() - t0) * 1000
+        if i == 0:
+            continue  # warm-up
+        model_ms = next(
+            (float(x.split("=", 1)[1]) for x in res.explanation.notes if x.startswith("model_ms=")),
+            0.0,
+        )
+        k = "cold" if cold else "known"
+        modes.append(res.mode)
+        out[f"{k}_e2e"].append(e2e)
+        out[f"{k}_model"].append(model_ms)
+        out[f"{k}_overhead"].append(e2e - model_ms)
+        out[f"{k}_worker_overhead"].append(res.latency_ms - model_ms)
+    cons.close()
+    prod.close()
+    summary: dict[str, Any] = {"modes": {m: modes.count(m) for m in set(modes)}}
+    for k, v in out.items():
+        summary[k] = {
+            "p50": pct(v, 0.5),
+            "p95": pct(v, 0.95),
+            "mean": statistics.fmean(v) if v else None,
+        }
+    overhead = out["known_overhead"] + out["cold_overhead"]
+    inner = out["known_worker_overhead"] + out["cold_worker_overhead"]
+    summary["overhead_ms"] = {"p50": pct(overhead, 0.5), "p95": pct(overhead, 0.95)}
+    summary["worker_overhead_ms"] = {"p50": pct(inner, 0.5), "p95": pct(inner, 0.95)}
+    return summary
+
+
+def report(r: dict[str, Any], out: Path) -> None:
+    t = Table(title="pgenrm stream benchmark (tansu, 2 CPU cores)")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("goal")
+    t.add_row("raw kafka-python consume", f"{r['raw_consume_eps']:,.0f} ev/s", "limit")
+    t.add_row("raw batched embedding (3 texts/event)", f"{r['raw_embed_eps']:,.0f} ev/s", "limit")
+    t.add_row("full feedback path", f"{r['full_path_eps']:,.0f} ev/s", "")
+    t.add_row("ratio to tighter limit", f"{r['ratio_to_tighter_limit']:.2f}", ">= 0.8")
+    pv = r["prototype_visible_ms"]
+    t.add_row(
+        "first feedback -> prototype visible p50/p95",
+        f"{pv['p50']:.0f} / {pv['p95']:.0f} ms (n={pv['n']})",
+        "p95 <= 2000 ms",
+    )
+    if "rewards" in r:
+        rw = r["rewards"]
+        t.add_row(
+            "reward overhead beyond model p50/p95",
+            f"{rw['overhead_ms']['p50']:.0f} / {rw['overhead_ms']['p95']:.0f} ms",
+            "p95 <= 50 ms",
+        )
+        t.add_row(
+            "  of which inside the worker p50/p95",
+            f"{rw['worker_overhead_ms']['p50']:.0f} / {rw['worker_overhead_ms']['p95']:.0f} ms",
+            "",
+        )
+        t.add_row(
+            "known user e2e p50 (model p50)",
+            f"{rw['known_e2e']['p50']:.0f} ms ({rw['known_model']['p50']:.0f})",
+            "",
+        )
+        t.add_row(
+            "cold-start e2e p50 (model p50)",
+            f"{rw['cold_e2e']['p50']:.0f} ms ({rw['cold_model']['p50']:.0f})",
+            "",
+        )
+    console.print(t)
+    (out / "bench_stream.json").write_text(json.dumps(r, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = ["raw consume", "raw embed", "full path"]
+        vals = [r["raw_consume_eps"], r["raw_embed_eps"], r["full_path_eps"]]
+        ax.bar(names, vals, color=["#999", "#999", "#2a7"])
+        ax.set_ylabel("feedback events / s")
+        ax.set_title(f"ratio to tighter limit: {r['ratio_to_tighter_limit']:.2f}")
+        fig.tight_layout()
+        fig.savefig(out / "bench_stream.png", dpi=120)
+    except Exception as exc:  # plotting is a convenience
+        console.print(f"[yellow]plot skipped: {exc}[/yellow]")
+    console.print(f"wrote {out / 'bench_stream.json'}")
+
+
+if __name__ == "__main__":
+    main()

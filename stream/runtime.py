@@ -1,0 +1,380 @@
+"""What the faust agents do with records, without faust: decode, apply, publish.
+
+:class:`StreamRuntime` is the glue between raw records and
+:class:`~stream.service.PgenrmService`. It validates every record through
+:func:`infra.codec.decode` and dead-letters what fails (original bytes, reason
+headers), runs the service in thread executors (so the event loop keeps
+heartbeating while models run), publishes PersonaState / PrototypeState /
+RewardResult through a :class:`Publisher`, and feeds the persona refresher.
+The faust app (:mod:`stream.app`) only adapts faust events to :class:`Record`.
+
+Dead-letter reasons here: the codec's (``invalid_json``, ``schema_violation``,
+``unknown_schema_version``, ``oversize``, ``candidate_count``), plus
+``duplicate_id`` for a feedback ``event_id`` already applied or a
+``request_id`` already answered, and ``processing_error`` for one event that
+fails on its own (a failing batch is retried event by event to isolate it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from infra.codec import dead_letter_message, decode
+from infra.contracts import Contract, FeedbackEvent, RewardRequest
+from infra.exceptions import InvalidEventError
+from infra.kafka import encode_value
+from infra.metrics import count_dead_lettered, count_processed
+from infra.settings import Settings
+from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
+from prototypes.protocol import UserState
+from stream.api.live import LIVE
+from stream.config import StreamConfig
+from stream.refresher import PersonaRefresher
+from stream.service import ApplyOutcome, PgenrmService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record (faust's ``event.message`` reduced to what we need)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Publisher(Protocol):
+    """Sends bytes to a topic and waits until the broker has them."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue one record (may return before the broker acknowledged it)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every queued record is acknowledged."""
+        ...
+
+
+class MemoryPublisher:
+    """A :class:`Publisher` that keeps what it was given (unit tests, ``--dry-run``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self.sent.append((topic, key, value, list(headers or [])))
+
+    async def flush(self) -> None:
+        return None
+
+    def on(self, topic: str) -> list[bytes | None]:
+        return [v for t, _, v, _ in self.sent if t == topic]
+
+
+class StreamRuntime:
+    """Feedback batches and reward requests in, published states and rewards out.
+
+    Parameters
+    ----------
+    settings, config
+        pgenrm settings and stream tuning.
+    open_service
+        Builds the :class:`PgenrmService` (called once, in a worker thread, on
+        first use, so the worker joins its group before models load).
+    publisher
+        Where results, states and dead letters go.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        publisher: Publisher,
+        config: StreamConfig | None = None,
+        open_service: Callable[[], PgenrmService] | None = None,
+        service: PgenrmService | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self._api: Any = None
+        self.config = config or StreamConfig()
+        self.publisher = publisher
+        self._open_service = open_service or (
+            lambda: PgenrmService.open(settings, config=self.config)
+        )
+        self._service = service
+        self._open_lock = asyncio.Lock()
+        self.feedback_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-feedback")
+        self.reward_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-reward")
+        self.refresher: PersonaRefresher | None = None
+        self._refresher_task: asyncio.Task[None] | None = None
+        self.counters: Counter[str] = Counter()
+        self._last_log = time.monotonic()
+        self._last_applied = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def service(self) -> PgenrmService:
+        """The service, opened on first use (in a thread; models load slowly)."""
+        if self._service is None:
+            async with self._open_lock:
+                if self._service is None:
+                    loop = asyncio.get_running_loop()
+                    if self.config.torch_threads:
+                        import torch
+
+                        torch.set_num_threads(self.config.torch_threads)
+                    self._service = await loop.run_in_executor(
+                        self.feedback_pool, self._open_service
+                    )
+                    if self.config.load_backend:
+                        await loop.run_in_executor(self.reward_pool, self._warm_backend)
+        return self._service
+
+    def _warm_backend(self) -> None:
+        assert self._service is not None
+        try:
+            _ = self._service.scorer
+        except Exception as exc:  # rewards still work prior-only; say why
+            log.error("generative backend unavailable: %s", exc)
+            self.counters["backend_unavailable"] += 1
+
+    async def start(self) -> None:
+        """Open the service and start the persona refresher (when enabled)."""
+        svc = await self.service()
+        if self.config.persona_refresh and self.refresher is None:
+            self.refresher = PersonaRefresher(
+                svc.refresh_persona,
+                maxsize=self.config.persona_queue,
+                debounce_s=self.config.persona_debounce_s,
+                on_refreshed=self._publish_persona,
+            )
+            self._refresher_task = asyncio.ensure_future(self.refresher.run())
+        if self.config.api and self._api is None:
+            from stream.api.app import start_api
+
+            ref = self.refresher
+            self._api = start_api(
+                self.settings,
+                svc,
+                group_id=self.group_id,
+                require_model=self.config.load_backend,
+                persona_queue_depth=(lambda: len(ref.pending)) if ref else None,
+            )
+            log.warning("pgenrm API on %s", self._api.url)
+
+    async def stop(self) -> None:
+        log.info("pgenrm counters %s", json.dumps(self.snapshot(), sort_keys=True))
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        if self._refresher_task is not None:
+            self._refresher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refresher_task
+            self._refresher_task = None
+        if self._service is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.feedback_pool, self._service.close)
+            self._service = None
+        self.feedback_pool.shutdown(wait=False, cancel_futures=True)
+        self.reward_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- dead letters ---------------------------------------------------------------
+    async def dead_letter(self, exc: InvalidEventError) -> None:
+        """Send the record's original bytes to ``<topic>.dlq`` with the reason headers.
+
+        A value larger than :meth:`dlq_limit` (an oversize record may be
+        anything the broker accepted) is cut to that size and flagged with the
+        header ``pgenrm-value-truncated: <original length>``.
+        """
+        msg = dead_letter_message(exc)
+        value, headers = msg.value, list(msg.headers)
+        limit = self.dlq_limit()
+        if value is not None and len(value) > limit:
+            headers.append(("pgenrm-value-truncated", str(len(value)).encode()))
+            value = value[:limit]
+            self.counters["dlq_truncated"] += 1
+        await self.publisher.send(msg.topic, msg.key, value, headers)
+        count_dead_lettered(exc.topic, exc.reason)
+        self.counters[f"dlq_{exc.reason}"] += 1
+        log.info("dead-lettered %s", exc)
+
+    def dlq_limit(self) -> int:
+        """Largest dead-letter value kept whole: the broker's message limit."""
+        return self.settings.broker.max_message_bytes
+
+    def _decode(self, rec: Record) -> Contract:
+        return decode(
+            rec.topic,
+            rec.value,
+            max_bytes=self.settings.broker.max_message_bytes,
+            partition=rec.partition,
+            offset=rec.offset,
+            key=rec.key,
+        )
+
+    # -- feedback -----------------------------------------------------------------------
+    async def handle_feedback(self, records: Sequence[Record]) -> list[ApplyOutcome]:
+        """Validate, apply (exactly once in effect), publish states; DLQ the rest.
+
+        Returns when everything is durable in the store and every output is
+        sent, so the caller may then let the offsets be committed.
+        """
+        svc = await self.service()
+        good: list[tuple[Record, FeedbackEvent]] = []
+        for rec in records:
+            try:
+                ev = self._decode(rec)
+            except InvalidEventError as exc:
+                await self.dead_letter(exc)
+                continue
+            assert isinstance(ev, FeedbackEvent)
+            good.append((rec, ev))
+        if not good:
+            await self.publisher.flush()
+            return []
+        loop = asyncio.get_running_loop()
+        events = [ev for _, ev in good]
+        positions = [(r.partition, r.offset) for r, _ in good]
+        try:
+            outcomes = await loop.run_in_executor(
+                self.feedback_pool, svc.apply_feedback, events, positions
+            )
+        except Exception as exc:
+            log.warning("feedback batch failed (%s); retrying event by event", exc)
+            self.counters["batch_retries"] += 1
+            outcomes = []
+            for rec, ev in good:
+                try:
+                    outcomes += await loop.run_in_executor(
+                        self.feedback_pool,
+                        svc.apply_feedback,
+                        [ev],
+                        [(rec.partition, rec.offset)],
+                    )
+                except Exception as one:
+                    await self.dead_letter(
+                        _invalid(rec, "processing_error", f"{type(one).__name__}: {one}")
+                    )
+        by_pos = {(r.partition, r.offset): r for r, _ in good}
+        last_state: dict[str, UserState] = {}
+        protos: set[int] = set()
+        for out in outcomes:
+            self.counters[f"feedback_{out.status}"] += 1
+            if out.status == "duplicate":
+                rec = by_pos[(out.partition or 0, out.offset or 0)]
+                await self.dead_letter(
+                    _invalid(rec, "duplicate_id", f"event_id {out.event_id!r} was already applied")
+                )
+            elif out.status == "applied":
+                if out.state is not None:
+                    last_state[out.user_id] = out.state
+                if out.prototype_id is not None:
+                    protos.add(out.prototype_id)
+        count_processed(FEEDBACK, sum(1 for o in outcomes if o.status != "duplicate"))
+        if self.config.publish_states:
+            for st in last_state.values():
+                await self._publish_persona(st)
+            for pid in sorted(protos):
+                ps = svc.prototype_state(pid)
+                if ps is not None:
+                    await self.publisher.send(PROTOTYPES, str(pid).encode(), encode_value(ps))
+        await self.publisher.flush()
+        if self.refresher is not None:
+            for user in last_state:
+                self.refresher.offer(user)
+        self._maybe_log_progress()
+        return outcomes
+
+    def _maybe_log_progress(self, every_s: float = 10.0) -> None:
+        now = time.monotonic()
+        if now - self._last_log < every_s:
+            return
+        done = self.counters["feedback_applied"]
+        rate = (done - self._last_applied) / (now - self._last_log)
+        self._last_log, self._last_applied = now, done
+        log.info("pgenrm progress %s (%.0f applied/s)", self.snapshot(), rate)
+
+    def snapshot(self) -> dict[str, int]:
+        """All counters of the runtime, its service and its refresher (for logs)."""
+        out = dict(self.counters)
+        if self._service is not None:
+            out.update({f"service_{k}": v for k, v in self._service.counters.items()})
+        if self.refresher is not None:
+            out.update({f"persona_{k}": v for k, v in self.refresher.counters.items()})
+        return out
+
+    async def _publish_persona(self, state: UserState) -> None:
+        svc = await self.service()
+        msg = svc.persona_state(state)
+        await self.publisher.send(PERSONAS, state.user_id.encode(), encode_value(msg))
+
+    # -- rewards ----------------------------------------------------------------------------
+    async def handle_request(self, rec: Record) -> Any:
+        """Answer one reward request once; publish its result keyed by user."""
+        svc = await self.service()
+        t0 = time.perf_counter()
+        try:
+            req = self._decode(rec)
+        except InvalidEventError as exc:
+            await self.dead_letter(exc)
+            await self.publisher.flush()
+            return None
+        assert isinstance(req, RewardRequest)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self.reward_pool, lambda: svc.serve(req, mark=False)
+            )
+        except Exception as exc:
+            log.exception("reward request %s failed", req.request_id)
+            await self.dead_letter(
+                _invalid(rec, "processing_error", f"{type(exc).__name__}: {exc}")
+            )
+            return None
+        if result is None:
+            self.counters["requests_repeated"] += 1
+            await self.dead_letter(
+                _invalid(rec, "duplicate_id", f"request_id {req.request_id!r} was already answered")
+            )
+            await self.publisher.flush()
+            return None
+        await self.publisher.send(REWARDS, req.user_id.encode(), encode_value(result))
+        await self.publisher.flush()
+        await loop.run_in_executor(self.reward_pool, svc.mark_answered, req.request_id)
+        count_processed(REWARD_REQUESTS)
+        LIVE.record_reward(result, source="stream", latency_s=time.perf_counter() - t0)
+        self.counters[f"rewards_{result.mode}"] += 1
+        return result
+
+
+def _invalid(rec: Record, reason: Any, detail: str) -> InvalidEventError:
+    """An :class:`InvalidEventError` located at ``rec`` (original bytes kept)."""
+    return InvalidEventError(
+        reason, detail, rec.topic, rec.partition, rec.offset, rec.value, key=rec.key
+    )

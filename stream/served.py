@@ -1,0 +1,117 @@
+"""A bounded, durable log of served rewards, so later feedback can score them.
+
+When a :class:`~infra.contracts.FeedbackEvent` carries the ``request_id`` of a
+reward pgenrm served, the feedback processor looks the reward up here, finds
+which candidates the user chose and rejected (by a hash of their text), and
+records whether the reward agreed: per prototype (online accuracy), per signal,
+and as a training example for the learned blend.
+
+The log is a SQLite file (stdlib, WAL mode) next to the store; it keeps the
+newest ``max_rows`` rewards. It is written by the reward path and read by the
+feedback path, each under one lock, so neither touches user state.
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> log = ServedLog(pathlib.Path(tempfile.mkdtemp()) / "served.sqlite", max_rows=2)
+>>> log.put(ServedReward(request_id="r1", user_id="u1", prototype_id=3, mode="personal",
+...                      combination="paper",
+...                      candidates=[text_hash("a"), text_hash("b")], final=[2.0, 1.0],
+...                      components={"prior": [0.1, 0.0]}))
+>>> log.get("r1").index_of("b")
+1
+>>> log.close()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def text_hash(text: str) -> str:
+    """Short stable hash of a candidate's text (whitespace-trimmed).
+
+    >>> text_hash(" hi ") == text_hash("hi")
+    True
+    """
+    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:16]
+
+
+class ServedReward(BaseModel):
+    """What was answered for one request (enough to score it later)."""
+
+    request_id: str
+    user_id: str
+    prototype_id: int | None = None
+    mode: str
+    combination: str
+    candidates: list[str] = Field(default_factory=list)
+    """Candidate text hashes (:func:`text_hash`), in request order."""
+    final: list[float]
+    components: dict[str, list[float]] = Field(default_factory=dict)
+
+    def index_of(self, text: str) -> int | None:
+        """Index of the candidate whose text is ``text``, if any."""
+        h = text_hash(text)
+        for i, c in enumerate(self.candidates):
+            if c == h:
+                return i
+        return None
+
+
+class ServedLog:
+    """SQLite-backed bounded map ``request_id -> ServedReward``."""
+
+    def __init__(self, path: Path, *, max_rows: int = 100_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS served (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " request_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
+        )
+        self._puts = 0
+
+    def put(self, reward: ServedReward) -> None:
+        """Store ``reward``, evicting the oldest rows beyond ``max_rows``."""
+        body = reward.model_dump_json()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO served (request_id, body) VALUES (?, ?)",
+                (reward.request_id, body),
+            )
+            self._puts += 1
+            if self._puts % 512 == 0:
+                self._db.execute(
+                    "DELETE FROM served WHERE seq <= (SELECT MAX(seq) FROM served) - ?",
+                    (self.max_rows,),
+                )
+
+    def get(self, request_id: str) -> ServedReward | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT body FROM served WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return ServedReward.model_validate(json.loads(row[0])) if row else None
+
+    def get_many(self, request_ids: Sequence[str]) -> dict[str, ServedReward]:
+        return {r: s for r in request_ids if (s := self.get(r)) is not None}
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM served").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,811 @@
+"""pgenrm's core, independent of Kafka: apply feedback, score requests.
+
+The faust agents (:mod:`stream.app`), the HTTP API and ``pgenrm eval`` all call
+one :class:`PgenrmService`. It owns every write to the durable store, so there
+is exactly one writer per process (a lock serialises the feedback path and the
+persona refresher; the reward path only reads user state and appends to the
+:class:`~stream.served.ServedLog`).
+
+Exactly-once in effect (feedback)
+---------------------------------
+Per event, in order:
+
+1. ``(partition, offset)`` not after the user's stored ``offsets[partition]`` ->
+   ``replay`` (the worker died after writing the user but before committing
+   the Kafka offset): skipped silently, counted, and its id marked in the
+   ledger (the write it belongs to is durable).
+2. ``event_id`` already in the ledger (or earlier in the same batch) ->
+   ``duplicate``: nothing changes; the agent dead-letters it with reason
+   ``duplicate_id`` (visible and counted, never silent). Dead letters are
+   at-least-once: a duplicate replayed after a crash is dead-lettered again.
+3. otherwise ``applied``: history, preference direction, prototype assignment;
+   the user is written with the new offset, then the ids go to the ledger,
+   then the store is flushed. The agent commits Kafka offsets only after that.
+
+Answer-once (rewards)
+---------------------
+:meth:`PgenrmService.serve` skips a ``request_id`` whose ledger key
+``req:<request_id>`` exists (counted as ``requests_repeated``). The key is
+marked after the result is handed back (the agent marks it after publishing),
+so a crash can at worst answer a request twice, never zero times.
+
+Modes and signals
+-----------------
+``personal`` (history >= 1): prior from the user's direction, ``m`` chains with
+the user's history (``individual``), ``n`` neighbours from the user's prototype
+re-scoring with their own histories (``prototype``). ``cold_start`` (unknown
+user or no history): prior of the prototype nearest to the query (or the
+global prior before any prototype exists) plus the prototype's neighbours'
+chains; never waits for a persona. All chains of one request go to the backend
+in one batched call. ``RewardResult.components`` holds each signal's raw
+per-candidate scores (prior: cosine; chains: 1..10), ``scores`` the combination
+(see :mod:`stream.combine`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import pickle
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from infra.contracts import (
+    CandidateScore,
+    Criterion,
+    Explanation,
+    FeedbackEvent,
+    PersonaState,
+    PrototypeState,
+    RewardRequest,
+    RewardResult,
+)
+from infra.settings import Settings
+from prototypes.protocol import Prototype, UserState
+from reward.protocol import HistoryItem, ScoreRequest, ScoreResult
+from stream.combine import (
+    SIGNALS,
+    Blender,
+    Combination,
+    SignalScaler,
+    combine,
+    ranks,
+    top_tied,
+)
+from stream.config import StreamConfig
+from stream.exceptions import StreamError
+from stream.gen_queue import PERSONA, REWARD, GenerationQueue
+from stream.served import ServedLog, ServedReward, text_hash
+
+if TYPE_CHECKING:
+    from prototypes.protocol import Embedder
+    from reward.protocol import GenerationBackend
+
+log = logging.getLogger(__name__)
+
+Status = Literal["applied", "duplicate", "replay"]
+INFLIGHT = "feedback.inflight"
+"""Marker file present while a feedback batch is being written (crash detection)."""
+Outcome = Literal["correct", "incorrect", "tie"]
+
+
+@dataclass
+class ApplyOutcome:
+    """What :meth:`PgenrmService.apply_feedback` did with one event."""
+
+    event_id: str
+    user_id: str
+    status: Status
+    partition: int | None = None
+    offset: int | None = None
+    prototype_id: int | None = None
+    history_size: int = 0
+    reward_outcome: Outcome | None = None
+    """Whether the served reward named by ``request_id`` agreed with this choice."""
+    reward_mode: str | None = None
+    state: UserState | None = None
+    """The user's state right after this event (applied events only)."""
+
+
+def request_key(request_id: str) -> str:
+    """Ledger key of an answered reward request.
+
+    >>> request_key("r1")
+    'req:r1'
+    """
+    return f"req:{request_id}"
+
+
+def _query_text(context: Sequence[Any]) -> str:
+    from prototypes.embedder import context_text
+
+    return context_text(context)
+
+
+def _fill(scores: Sequence[float | None]) -> list[float] | None:
+    """Missing candidate scores become the mean of the valid ones (neutral).
+
+    >>> _fill([4.0, None, 6.0])
+    [4.0, 5.0, 6.0]
+    >>> _fill([None, None]) is None
+    True
+    """
+    valid = [s for s in scores if s is not None]
+    if not valid:
+        return None
+    mean = float(np.mean(valid))
+    return [float(s) if s is not None else mean for s in scores]
+
+
+class PgenrmService:
+    """Feedback application and reward scoring over the durable store.
+
+    Use :meth:`open` to build one from settings; pass ``backend``/``embedder``/
+    ``stores`` to reuse already-loaded parts (tests, ``pgenrm eval``). The
+    generative backend is loaded lazily on the first chain (so the feedback
+    path never loads an LLM).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stores: Any,
+        embedder: Embedder,
+        assigner: Any,
+        backend: GenerationBackend | None = None,
+        config: StreamConfig | None = None,
+        refiner: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.refiner = refiner
+        """A :class:`prototypes.prior.RefinedPrior` when ``pgenrm prototypes rebuild`` ran."""
+        self.config = config or StreamConfig()
+        self.stores = stores
+        self.embedder = embedder
+        self.assigner = assigner
+        self._backend = backend
+        self._scorer: Any = None
+        self.generative = backend is not None or self.config.load_backend
+        """Whether chains may run (``config.load_backend`` or a backend was given)."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.served = ServedLog(
+            settings.data_dir / "served.sqlite", max_rows=self.config.served_max_rows
+        )
+        self._combine_path = settings.data_dir / "combine.pkl"
+        self.scaler, self.blender = _load_combine(self._combine_path)
+        self.counters: Counter[str] = Counter()
+        self.signal_outcomes: Counter[str] = Counter()
+        """``<signal>:<correct|incorrect|tie>`` over revealed outcomes (per-signal accuracy)."""
+        self._write_lock = threading.RLock()
+        self._combine_lock = threading.Lock()
+        self._backend_lock = threading.Lock()
+        self._gen = GenerationQueue()
+        self._persona_scorer: Any = None
+        self._ms_per_chain: float | None = None
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        backend: GenerationBackend | None = None,
+        embedder: Embedder | None = None,
+        stores: Any = None,
+        config: StreamConfig | None = None,
+    ) -> PgenrmService:
+        """Open the store, the embedder and the prototype assigner named by ``settings``."""
+        from prototypes.assign import PrototypeAssigner
+        from prototypes.clustering import OnlineClusterer
+        from prototypes.embedder import load_embedder
+        from prototypes.rebuild import clusterer_path, refiner_path
+        from prototypes.stores import open_stores
+
+        if embedder is None:
+            embedder = load_embedder(settings.models.embedder)
+        if stores is None:
+            stores = open_stores(settings, dim=embedder.dim)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        assigner = PrototypeAssigner(
+            stores.prototypes,
+            OnlineClusterer(dim=embedder.dim),
+            clusterer_path(settings),
+            write_through=False,
+        )
+        assigner.restore()
+        marker = settings.data_dir / INFLIGHT
+        if marker.exists():  # died inside a batch: prototype statistics may lag the users
+            assigner.recount(stores.users)
+            stores.flush()
+            marker.unlink()
+        refiner = None
+        if refiner_path(settings).is_file():
+            from prototypes.prior import RefinedPrior
+            from prototypes.refine import Refiner
+
+            refiner = RefinedPrior(Refiner.load(refiner_path(settings)), embedder)
+        return cls(
+            settings,
+            stores=stores,
+            embedder=embedder,
+            assigner=assigner,
+            backend=backend,
+            config=config,
+            refiner=refiner,
+        )
+
+    @property
+    def backend(self) -> GenerationBackend:
+        """The generative backend, loaded on first use."""
+        with self._backend_lock:
+            if self._backend is None:
+                from reward.backends import load_backend
+
+                self._backend = load_backend(self.settings.models, self.settings.models_dir)
+            return self._backend
+
+    @property
+    def scorer(self) -> Any:
+        """The :class:`reward.scoring.ChainScorer` over :attr:`backend`."""
+        if self._scorer is None:
+            from reward.prompts import PromptTemplate
+            from reward.scoring import ChainScorer
+
+            m = self.settings.models
+            template = PromptTemplate.load(m.template) if m.template is not None else None
+            self._scorer = ChainScorer(
+                self.backend,
+                template=template,
+                temperature=m.temperature,
+                max_new_tokens=m.max_new_tokens,
+                history_size=m.history_size,
+            )
+        return self._scorer
+
+    @property
+    def persona_scorer(self) -> Any:
+        """A scorer sharing :attr:`backend`, capped at ``config.persona_max_new_tokens``."""
+        if self._persona_scorer is None:
+            from reward.scoring import ChainScorer
+
+            base = self.scorer
+            self._persona_scorer = ChainScorer(
+                base.backend,
+                template=base.template,
+                temperature=base.temperature,
+                max_new_tokens=self.config.persona_max_new_tokens,
+                history_size=base.history_size,
+            )
+        return self._persona_scorer
+
+    @property
+    def model_id(self) -> str:
+        return self._backend.model_id if self._backend is not None else self.settings.models.model
+
+    # -- reads -----------------------------------------------------------------
+    def user(self, user_id: str) -> UserState | None:
+        return self.stores.users.get(user_id)
+
+    def prototypes(self) -> list[Prototype]:
+        return list(self.stores.prototypes.all())
+
+    def persona_state(self, state: UserState) -> PersonaState:
+        """The compacted PersonaState message of ``state``."""
+        return PersonaState(
+            user_id=state.user_id,
+            history_size=state.history_size,
+            events_applied=state.events_applied,
+            critiques=state.critiques,
+            prototype_id=state.prototype_id,
+            persona=state.persona,
+            criteria=state.criteria,
+            version=state.version,
+            updated_at=state.updated_at,
+        )
+
+    def prototype_state(self, prototype_id: int) -> PrototypeState | None:
+        from prototypes.assign import to_state
+
+        p = self.stores.prototypes.get(prototype_id)
+        return to_state(p) if p is not None else None
+
+    # -- feedback path ---------------------------------------------------------
+    def apply_feedback(
+        self,
+        events: Sequence[FeedbackEvent],
+        positions: Sequence[tuple[int, int]] | None = None,
+    ) -> list[ApplyOutcome]:
+        """Apply a batch of feedback events, exactly once in effect (see module doc).
+
+        ``positions[i]`` is ``(partition, offset)`` of ``events[i]`` on the
+        feedback topic (None outside Kafka: then only the ledger guards).
+        All texts of the new events are embedded in one embedder call.
+        """
+        if positions is not None and len(positions) != len(events):
+            raise ValueError("positions must match events")
+        if not events:
+            return []
+        with self._write_lock:
+            return self._apply_locked(events, positions)
+
+    def _apply_locked(
+        self,
+        events: Sequence[FeedbackEvent],
+        positions: Sequence[tuple[int, int]] | None,
+    ) -> list[ApplyOutcome]:
+        from prototypes.user_update import apply_feedback, search_vector
+
+        users = self.stores.users
+        seen = self.stores.ledger.seen([e.event_id for e in events])
+        states: dict[str, UserState] = dict(users.get_many(sorted({e.user_id for e in events})))
+        outcomes: list[ApplyOutcome] = []
+        fresh: list[int] = []
+        batch_ids: set[str] = set()
+        replay_ids: list[str] = []
+        for i, ev in enumerate(events):
+            part, off = positions[i] if positions is not None else (None, None)
+            out = ApplyOutcome(ev.event_id, ev.user_id, "applied", part, off)
+            st = states.get(ev.user_id)
+            if (
+                part is not None
+                and off is not None
+                and st is not None
+                and st.offsets.get(part, -1) >= off
+            ):
+                out.status = "replay"  # checked first: a replay's id may be in the ledger
+                replay_ids.append(ev.event_id)
+            elif ev.event_id in seen or ev.event_id in batch_ids:
+                out.status = "duplicate"
+            else:
+                fresh.append(i)
+            batch_ids.add(ev.event_id)
+            outcomes.append(out)
+
+        changed: dict[str, np.ndarray | None] = {}
+        marker = self.settings.data_dir / INFLIGHT
+        if fresh:
+            marker.touch()
+            texts: list[str] = []
+            for i in fresh:
+                ev = events[i]
+                texts += [_query_text(ev.context), ev.chosen, ev.rejected]
+            unique = list(dict.fromkeys(texts))  # repeated texts are embedded once
+            row = {t: j for j, t in enumerate(unique)}
+            emb = self.embedder.embed(unique)
+            for k, i in enumerate(fresh):
+                ev = events[i]
+                out = outcomes[i]
+                e_query, e_chosen, e_rejected = (emb[row[texts[3 * k + j]]] for j in range(3))
+                st = states.get(ev.user_id) or UserState(user_id=ev.user_id)
+                item = HistoryItem(
+                    context=list(ev.context),
+                    chosen=ev.chosen,
+                    rejected=ev.rejected,
+                    critique=ev.critique,
+                )
+                st = apply_feedback(
+                    st,
+                    item,
+                    e_chosen=e_chosen,
+                    e_rejected=e_rejected,
+                    e_query=e_query,
+                    max_history=self.config.max_history,
+                    halflife=self.config.halflife,
+                )
+                update: dict[str, Any] = {}
+                if ev.stated_preferences:
+                    update["stated_preferences"] = ev.stated_preferences
+                if out.partition is not None and out.offset is not None:
+                    prev = st.offsets.get(out.partition, -1)
+                    update["offsets"] = {**st.offsets, out.partition: max(prev, out.offset)}
+                vector = search_vector(st)
+                # the assigner records the assignment (prototype_id, contribution) on st
+                self.assigner.assign(st, vector, e_query)
+                st = st.model_copy(update=update)
+                states[ev.user_id] = st
+                changed[ev.user_id] = vector
+                out.prototype_id = st.prototype_id
+                out.history_size = st.history_size
+                out.state = st
+                if ev.request_id:
+                    self._record_outcome(ev, out)
+        # users first (with their offsets), then ledger, prototypes, flush, clusterer:
+        # a crash anywhere before the marker is removed triggers a recount on open
+        if changed:
+            users.put_many([(states[u], v) for u, v in changed.items()])
+        new_ids = [events[i].event_id for i in fresh] + replay_ids
+        if new_ids:
+            self.stores.ledger.mark(new_ids)
+        if fresh:
+            self.assigner.persist()
+        if changed or new_ids:
+            self.stores.flush()
+        if fresh:
+            self.checkpoint()
+            marker.unlink(missing_ok=True)
+        c = Counter(o.status for o in outcomes)
+        self.counters.update({f"feedback_{k}": v for k, v in c.items()})
+        return outcomes
+
+    def _record_outcome(self, ev: FeedbackEvent, out: ApplyOutcome) -> None:
+        """Score the served reward ``ev.request_id`` against the user's choice."""
+        assert ev.request_id is not None
+        served = self.served.get(ev.request_id)
+        if served is None or served.user_id != ev.user_id:
+            self.counters["outcomes_unknown_request"] += 1
+            return
+        ci, ri = served.index_of(ev.chosen), served.index_of(ev.rejected)
+        if ci is None or ri is None or ci == ri:
+            self.counters["outcomes_unmatched"] += 1
+            return
+        outcome = _judge(served.final, ci, ri)
+        out.reward_outcome = outcome
+        out.reward_mode = served.mode
+        self.counters[f"outcomes_{outcome}"] += 1
+        for sig, vals in served.components.items():
+            self.signal_outcomes[f"{sig}:{_judge(vals, ci, ri)}"] += 1
+        if served.prototype_id is not None and outcome != "tie":
+            self.assigner.record_outcome(served.prototype_id, outcome == "correct")
+        with self._combine_lock:
+            self.blender.learn(served.components, self.scaler, ci, ri)
+        try:
+            from infra.metrics import observe_outcome
+
+            observe_outcome(served.mode, outcome)
+        except ImportError:  # pragma: no cover
+            pass
+
+    def set_persona(
+        self,
+        user_id: str,
+        persona: str,
+        criteria: Sequence[Criterion],
+        embedding: np.ndarray | None,
+        version: int,
+    ) -> UserState | None:
+        """Store a generated persona (generated at ``version``) on the current state."""
+        from prototypes.user_update import search_vector
+
+        with self._write_lock:
+            st = self.stores.users.get(user_id)
+            if st is None or st.persona_version > version:
+                return None
+            st = st.model_copy(
+                update={
+                    "persona": persona,
+                    "criteria": list(criteria),
+                    "persona_embedding": (
+                        [float(x) for x in embedding] if embedding is not None else []
+                    ),
+                    "persona_version": version,
+                }
+            )
+            self.stores.users.put(st, search_vector(st))
+            self.stores.flush()
+            self.counters["personas_stored"] += 1
+            return st
+
+    def refresh_persona(self, user_id: str) -> UserState | None:
+        """Generate and store the PART 1 persona of ``user_id`` when it is stale.
+
+        Runs the backend (slow): call it from a worker thread, never on the
+        event loop. Returns the updated state, or None when nothing was due.
+        """
+        st = self.user(user_id)
+        if st is None or not st.history or st.persona_version >= st.version:
+            return None
+        hist = st.history[-max(self.settings.models.history_size, 1) :]
+        fut = self._gen.submit(PERSONA, self.persona_scorer.persona, hist, st.stated_preferences)
+        persona, criteria = fut.result()
+        if not persona:
+            self.counters["persona_empty"] += 1
+            return None
+        emb = self.embedder.embed([persona])[0]
+        return self.set_persona(user_id, persona, criteria, emb, st.version)
+
+    def checkpoint(self) -> None:
+        """Persist the clusterer and the combination's running state."""
+        self.assigner.checkpoint()
+        with self._combine_lock:
+            _save_combine(self._combine_path, self.scaler, self.blender)
+
+    # -- reward path -------------------------------------------------------------
+    def serve(self, request: RewardRequest, *, mark: bool = True) -> RewardResult | None:
+        """Answer ``request`` once: None (counted) when its id was answered before.
+
+        The served reward is logged so later feedback can score it. With
+        ``mark=False`` the caller marks the id after publishing
+        (:meth:`mark_answered`).
+        """
+        key = request_key(request.request_id)
+        with self._write_lock:
+            repeated = bool(self.stores.ledger.seen([key]))
+        if repeated:
+            self.counters["requests_repeated"] += 1
+            return None
+        result = self.score(request)
+        self.served.put(
+            ServedReward(
+                request_id=request.request_id,
+                user_id=request.user_id,
+                prototype_id=result.prototype_id,
+                mode=result.mode,
+                combination=self._combination_used(result),
+                candidates=[text_hash(c) for c in request.candidates],
+                final=[s.score for s in sorted(result.scores, key=lambda s: s.index)],
+                components=result.components,
+            )
+        )
+        if mark:
+            self.mark_answered(request.request_id)
+        self.counters["requests_answered"] += 1
+        return result
+
+    def mark_answered(self, request_id: str) -> None:
+        with self._write_lock:
+            self.stores.ledger.mark([request_key(request_id)])
+            self.stores.ledger.flush()
+
+    @staticmethod
+    def _combination_used(result: RewardResult) -> str:
+        for note in result.explanation.notes:
+            if note.startswith("combination="):
+                return note.split("=", 1)[1]
+        return "paper"
+
+    def score(
+        self,
+        request: RewardRequest,
+        *,
+        signals: Iterable[str] | None = None,
+        combination: Combination | None = None,
+    ) -> RewardResult:
+        """Score ``request``'s candidates (pure read; see module doc for modes).
+
+        Parameters
+        ----------
+        signals
+            Subset of ``{"prior", "individual", "prototype"}``; None = all that
+            the settings enable (``samples``/``neighbours`` > 0).
+        combination
+            ``paper`` or ``blend``; None = ``settings.models.combination``.
+        """
+        t0 = time.perf_counter()
+        how: Combination = combination or self.settings.models.combination
+        wanted = set(SIGNALS) if signals is None else set(signals)
+        if not wanted <= set(SIGNALS):
+            raise ValueError(f"unknown signals {sorted(wanted - set(SIGNALS))}")
+        ov = request.overrides
+        m = ov.samples if ov and ov.samples is not None else self.settings.models.samples
+        n = ov.neighbours if ov and ov.neighbours is not None else self.settings.models.neighbours
+        deadline_ms = ov.deadline_ms if ov else None
+        notes: list[str] = [f"combination={how}"]
+
+        from prototypes.neighbours import find_neighbours
+        from prototypes.prior import cold_start_prior, global_prior, prior_scores, user_prior
+        from prototypes.user_update import search_vector
+
+        state = self.user(request.user_id)
+        personal = state is not None and state.history_size >= 1
+        emb = self.embedder.embed([_query_text(request.context), *request.candidates])
+        e_query, cand = emb[0], emb[1:]
+        proto: Prototype | None = None
+        if personal:
+            assert state is not None
+            mode = "personal"
+            z = user_prior(state, e_query, self.refiner)
+            if state.prototype_id is not None:
+                proto = self.stores.prototypes.get(state.prototype_id)
+            vector = search_vector(state)
+        else:
+            mode = "cold_start"
+            proto, z = cold_start_prior(self.stores.prototypes, e_query, self.refiner)
+            if z is None:
+                z = global_prior(self.stores.prototypes)
+                notes.append("no prototype yet: global prior")
+            vector = np.asarray(proto.centroid, dtype=np.float32) if proto is not None else None
+
+        components: dict[str, list[float]] = {}
+        if "prior" in wanted:
+            if z is not None:
+                components["prior"] = [float(x) for x in prior_scores(z, cand)]
+            else:
+                notes.append("no prior available")
+
+        # -- chains: own history (m) and neighbours (n), one batched call ------------
+        reqs: list[ScoreRequest] = []
+        own = False
+        if "individual" in wanted and personal and m > 0:
+            assert state is not None
+            reqs.append(self._chain_request(request, state, m))
+            own = True
+        nbrs: list[UserState] = []
+        if "prototype" in wanted and n > 0 and vector is not None:
+            found = find_neighbours(
+                self.stores.users,
+                state if state is not None else UserState(user_id=request.user_id),
+                vector,
+                proto.prototype_id if proto is not None else None,
+                n,
+            )
+            nbrs = [u for u in found if u.history and u.user_id != request.user_id][:n]
+            reqs += [self._chain_request(request, u, 1) for u in nbrs]
+        results: list[ScoreResult] | None = None
+        model_ms = 0.0
+        degraded = False
+        if reqs and not self.generative:
+            notes.append("generative backend disabled: prior only")
+            reqs, own, nbrs = [], False, []
+        if reqs:
+            results, model_ms, degraded = self._generate(reqs, deadline_ms, t0)
+            if degraded:
+                notes.append("deadline: answered with the prior only")
+        parse_failures = 0
+        ties = 0
+        valid = [0] * len(request.candidates)
+        std: list[float | None] = [None] * len(request.candidates)
+        persona: str | None = state.persona if state is not None else None
+        criteria: list[Criterion] = list(state.criteria) if state is not None else []
+        samples_used = 0
+        neighbours_used = 0
+        if results is not None:
+            for r in results:
+                parse_failures += r.parse_failures
+                ties += r.ties
+                valid = [a + b for a, b in zip(valid, r.valid, strict=True)]
+            if own:
+                r0 = results[0]
+                filled = _fill(r0.scores)
+                if filled is not None:
+                    components["individual"] = filled
+                    std = list(r0.std)
+                samples_used = r0.samples
+                if persona is None and r0.persona:
+                    persona, criteria = r0.persona, list(r0.criteria)
+            nb_scores = [f for r in results[1 if own else 0 :] if (f := _fill(r.scores))]
+            if nb_scores:
+                components["prototype"] = [float(x) for x in np.mean(nb_scores, axis=0)]
+                neighbours_used = len(nb_scores)
+
+        with self._combine_lock:
+            if components:
+                final = combine(how, components, self.scaler, self.blender)
+            else:
+                final = [0.0] * len(request.candidates)
+                notes.append("no signal available")
+            for k, v in components.items():
+                self.scaler.observe(k, v)
+        if top_tied(final):
+            ties += 1
+        rk = ranks(final)
+        critiques = [h.critique for h in (state.history if state else []) if h.critique]
+        notes.append(f"model_ms={model_ms:.1f}")
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        self.counters[f"rewards_{mode}"] += 1
+        if degraded:
+            self.counters["rewards_degraded"] += 1
+        return RewardResult(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            scores=[
+                CandidateScore(
+                    index=i, score=final[i], rank=rk[i], std=std[i], valid_samples=valid[i]
+                )
+                for i in range(len(final))
+            ],
+            mode=mode,  # type: ignore[arg-type]
+            prototype_id=proto.prototype_id if proto is not None else None,
+            samples_used=samples_used,
+            neighbours_used=neighbours_used,
+            parse_failures=parse_failures,
+            ties=ties,
+            degraded=degraded,
+            components=components,
+            explanation=Explanation(
+                persona=persona,
+                criteria=criteria,
+                critique_summary=" | ".join(critiques[-3:]) or None,
+                notes=notes,
+            ),
+            model_id=self.model_id,
+            latency_ms=latency_ms,
+        )
+
+    def _chain_request(self, request: RewardRequest, owner: UserState, m: int) -> ScoreRequest:
+        h = self.settings.models.history_size
+        return ScoreRequest(
+            user_id=owner.user_id,
+            history=owner.history[-h:] if h > 0 else [],
+            stated_preferences=owner.stated_preferences,
+            context=list(request.context),
+            candidates=list(request.candidates),
+            samples=max(m, 1),
+        )
+
+    def _generate(
+        self, reqs: list[ScoreRequest], deadline_ms: int | None, t0: float
+    ) -> tuple[list[ScoreResult] | None, float, bool]:
+        """Run the chains in the generation thread; give up at the deadline."""
+        chains = sum(r.samples for r in reqs)
+        remaining_s: float | None = None
+        if deadline_ms is not None:
+            remaining_s = deadline_ms / 1000.0 - (time.perf_counter() - t0)
+            estimate = (self._ms_per_chain or 0.0) * chains / 1000.0
+            if remaining_s <= 0 or estimate > remaining_s:
+                self.counters["deadline_skipped"] += 1
+                return None, 0.0, True
+        scorer = self.scorer  # load the backend outside the deadline clock's wait
+
+        def run() -> tuple[list[ScoreResult], float]:
+            g0 = time.perf_counter()
+            res = scorer.score_many(reqs)
+            return res, (time.perf_counter() - g0) * 1000.0
+
+        fut = self._gen.submit(REWARD, run)
+        try:
+            res, ms = fut.result(timeout=remaining_s)
+        except cf.TimeoutError:
+            self.counters["deadline_abandoned"] += 1
+            return None, 0.0, True
+        per = ms / max(chains, 1)
+        old = self._ms_per_chain
+        self._ms_per_chain = per if old is None else 0.8 * old + 0.2 * per
+        return res, ms, False
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._gen.shutdown()
+        try:
+            with self._write_lock:
+                self.checkpoint()
+                self.stores.flush()
+        finally:
+            self.served.close()
+            self.stores.close()
+
+    def __enter__(self) -> PgenrmService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _judge(scores: Sequence[float], chosen: int, rejected: int) -> Outcome:
+    """Did ``scores`` put ``chosen`` above ``rejected``?
+
+    >>> _judge([2.0, 1.0], 0, 1), _judge([1.0, 2.0], 0, 1), _judge([1.0, 1.0], 0, 1)
+    ('correct', 'incorrect', 'tie')
+    """
+    a, b = scores[chosen], scores[rejected]
+    return "tie" if a == b else ("correct" if a > b else "incorrect")
+
+
+def _load_combine(path: Path) -> tuple[SignalScaler, Blender]:
+    if path.is_file():
+        try:
+            obj = pickle.loads(path.read_bytes())
+            return obj["scaler"], obj["blender"]
+        except Exception as exc:  # a corrupt checkpoint must not stop the service
+            log.warning("ignoring unreadable %s: %s", path, exc)
+    return SignalScaler(), Blender()
+
+
+def _save_combine(path: Path, scaler: SignalScaler, blender: Blender) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps({"scaler": scaler, "blender": blender}))
+    tmp.replace(path)
+
+
+__all__ = ["ApplyOutcome", "PgenrmService", "StreamError", "request_key"]

@@ -1,0 +1,98 @@
+"""Online assignment keeps prototype sizes and centroids exact, idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from infra.contracts import PrototypeState
+from prototypes.assign import PrototypeAssigner, to_state
+from prototypes.clustering import OnlineClusterer
+from prototypes.protocol import UserState
+from prototypes.stores import Stores
+from tests.prototypes.conftest import DIM, unit
+
+
+def make(stores: Stores, path: Path | None = None) -> PrototypeAssigner:
+    c = OnlineClusterer(n_clusters=3, dim=DIM, project_dim=None)
+    return PrototypeAssigner(stores.prototypes, c, path)
+
+
+def test_sizes_and_centroids_stay_exact(stores: Stores) -> None:
+    a = make(stores)
+    rng = np.random.default_rng(0)
+    axes = np.eye(DIM)[:3]
+    users = [UserState(user_id=f"u{i}") for i in range(30)]
+    for step in range(4):  # users keep moving between three directions
+        for i, s in enumerate(users):
+            s.version += 1
+            v = unit(axes[(i + step) % 3] + 0.05 * rng.standard_normal(DIM))
+            q = unit(rng.standard_normal(DIM))
+            s.query_embedding = q.tolist()
+            a.assign(s, v, q)
+    stored = {p.prototype_id: p for p in stores.prototypes.all()}
+    assert sum(p.size for p in stored.values()) == 30
+    for pid, p in stored.items():
+        members = [s for s in users if s.prototype_id == pid]
+        assert p.size == len(members)
+        if members:
+            np.testing.assert_allclose(
+                p.centroid, np.mean([s.assigned_vector for s in members], axis=0), atol=1e-9
+            )
+            np.testing.assert_allclose(
+                p.query_centroid, np.mean([s.assigned_query for s in members], axis=0), atol=1e-9
+            )
+            assert p.z == p.centroid  # unrefined prototypes use their mean direction
+    assert len(stored) == 3
+
+
+def test_assign_is_idempotent_per_version(stores: Stores) -> None:
+    a = make(stores)
+    s = UserState(user_id="u", version=4)
+    v = unit(np.arange(1, DIM + 1, dtype=float))
+    first = a.assign(s, v, v)
+    again = a.assign(s, v, v)
+    assert first is not None and again is not None
+    assert again.size == first.size == 1
+    assert stores.prototypes.get(first.prototype_id).size == 1  # type: ignore[union-attr]
+    assert a.assign(UserState(user_id="w", version=1), None, None) is None
+
+
+def test_recount_matches_incremental(stores: Stores) -> None:
+    a = make(stores)
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        s = UserState(user_id=f"u{i}", version=1)
+        v = unit(rng.standard_normal(DIM))
+        a.assign(s, v, v)
+        stores.users.put(s, v)
+    before = {p.prototype_id: (p.size, p.centroid) for p in stores.prototypes.all()}
+    after = {p.prototype_id: (p.size, p.centroid) for p in a.recount(stores.users)}
+    assert before.keys() == after.keys()
+    for pid in before:
+        assert before[pid][0] == after[pid][0]
+        np.testing.assert_allclose(before[pid][1], after[pid][1], atol=1e-6)  # float32 payload
+
+
+def test_outcomes_checkpoint_restore_and_state(stores: Stores, tmp_path: Path) -> None:
+    path = tmp_path / "ck" / "clusterer.pkl"
+    a = make(stores, path)
+    s = UserState(user_id="u", version=1)
+    v = unit(np.ones(DIM))
+    p = a.assign(s, v, v)
+    assert p is not None
+    a.record_outcome(p.prototype_id, True)
+    a.record_outcome(p.prototype_id, False)
+    a.checkpoint()
+    b = make(stores, path)
+    b.clusterer = OnlineClusterer(n_clusters=3, dim=DIM, project_dim=None)
+    assert b.restore()
+    assert b.clusterer.predict(v) == a.clusterer.predict(v) == p.prototype_id
+    stored = stores.prototypes.get(p.prototype_id)
+    assert stored is not None and (stored.outcomes, stored.correct) == (2, 1)
+    msg = to_state(stored)
+    assert isinstance(msg, PrototypeState)
+    assert msg.online_accuracy == 0.5 and msg.size == 1
+    assert abs(float(np.linalg.norm(msg.centroid)) - 1) < 1e-9
+    assert not list(path.parent.glob("*.tmp"))

@@ -1,0 +1,128 @@
+"""The faust agents under faust's test context (no broker), over the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from infra.contracts import ChatMessage, PersonaState, RewardRequest, RewardResult
+from infra.kafka import encode_value
+from infra.settings import Settings
+from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS, dlq
+from stream.app import create_app
+from stream.config import StreamConfig
+from stream.runtime import MemoryPublisher, StreamRuntime
+from stream.service import PgenrmService
+from tests.stream.helpers import fb
+
+
+@pytest.fixture
+def harness(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> Iterator[tuple[Any, StreamRuntime, MemoryPublisher]]:
+    svc = PgenrmService.open(svc_settings, embedder=embedder, config=stream_config)
+    pub = MemoryPublisher()
+    rt = StreamRuntime(svc_settings, publisher=pub, config=stream_config, service=svc)
+    app = create_app(
+        svc_settings.model_copy(
+            update={"broker": svc_settings.broker.model_copy(update={"urls": "127.0.0.1:1"})}
+        ),
+        config=stream_config,
+        runtime=rt,
+        app_id="pgenrm-harness",
+    )
+    try:
+        yield app, rt, pub
+    finally:
+        svc.close()
+
+
+async def _until(pred: Any, timeout_s: float = 30.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def _dlq_reasons(pub: MemoryPublisher, topic: str) -> list[str]:
+    return [dict(h)["pgenrm-error-reason"].decode() for t, _, _, h in pub.sent if t == dlq(topic)]
+
+
+def test_feedback_agent_applies_dead_letters_and_publishes(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher],
+) -> None:
+    app, rt, pub = harness
+    good = [fb(f"h{i}", f"u{i % 2}", critique="short" if i == 0 else None) for i in range(6)]
+    raw: list[bytes] = [encode_value(e) for e in good]
+    bad = [
+        b"{not json",
+        json.dumps({"event_id": "b1", "user_id": "u0"}).encode(),  # schema violation
+        json.dumps({**json.loads(raw[0]), "schema_version": 99}).encode(),
+        b"{" + b" " * 2_000_000 + b"}",  # oversize
+        raw[1],  # a duplicate of h1
+    ]
+    stream = raw[:3] + bad + raw[3:]
+
+    async def main() -> None:
+        agent = app.agents["feedback"]
+        async with agent.test_context() as ctx:
+            for _i, value in enumerate(stream):
+                await ctx.put(value=value, key=b"k", partition=0, wait=False)
+            await _until(
+                lambda: (
+                    rt.counters["feedback_applied"] == 6 and len(_dlq_reasons(pub, FEEDBACK)) == 5
+                )
+            )
+
+    asyncio.run(main())
+    assert sorted(_dlq_reasons(pub, FEEDBACK)) == sorted(
+        ["invalid_json", "schema_violation", "unknown_schema_version", "oversize", "duplicate_id"]
+    )
+    # the dead letters carry the original bytes
+    dl = [v for t, _, v, _ in pub.sent if t == dlq(FEEDBACK)]
+    assert b"{not json" in dl and raw[1] in dl
+    cut = [dict(h) for t, _, _, h in pub.sent if t == dlq(FEEDBACK)]
+    assert [h["pgenrm-value-truncated"] for h in cut if "pgenrm-value-truncated" in h] == [
+        str(len(bad[3])).encode()
+    ]
+    states = [PersonaState.model_validate_json(v) for v in pub.on(PERSONAS)]  # type: ignore[arg-type]
+    last = {s.user_id: s for s in states}
+    assert last["u0"].events_applied == 3 and last["u1"].events_applied == 3
+    assert last["u0"].critiques == 1 and last["u0"].prototype_id is not None
+    assert pub.on(PROTOTYPES)
+    u0 = rt._service.user("u0")  # type: ignore[union-attr]
+    assert u0 is not None and [h.chosen for h in u0.history] == [good[i].chosen for i in (0, 2, 4)]
+
+
+def test_reward_agent_answers_once_and_dead_letters_bad_requests(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher],
+) -> None:
+    app, _rt, pub = harness
+    req = RewardRequest(
+        request_id="rq-1",
+        user_id="alice",
+        context=[ChatMessage(role="user", content="Plan my weekend")],
+        candidates=["A long plan with many details and caveats.", "Hike, then dinner."],
+    )
+    one_candidate = json.loads(encode_value(req))
+    one_candidate["candidates"] = ["only one"]
+    one_candidate["request_id"] = "rq-2"
+    values = [encode_value(req), json.dumps(one_candidate).encode(), encode_value(req)]
+
+    async def main() -> None:
+        agent = app.agents["rewards"]
+        async with agent.test_context() as ctx:
+            for v in values:
+                await ctx.put(value=v, key=b"alice", partition=0)
+
+    asyncio.run(main())
+    results = [RewardResult.model_validate_json(v) for v in pub.on(REWARDS)]  # type: ignore[arg-type]
+    assert [r.request_id for r in results] == ["rq-1"]
+    assert results[0].mode == "cold_start"
+    assert [k for t, k, _, _ in pub.sent if t == REWARDS] == [b"alice"]
+    assert sorted(_dlq_reasons(pub, REWARD_REQUESTS)) == ["candidate_count", "duplicate_id"]
