@@ -79,6 +79,9 @@ class ModelSettings(BaseModel):
     neighbours: int = Field(default=2, ge=0, le=32)
     temperature: float = 1.0
     max_new_tokens: int = 384
+    prefill: bool = True
+    """Start the assistant turn at PART 2's ``<JSON_START>`` (measured: small CPU models
+    then emit parseable scores more often; a trained P-GenRM checkpoint can turn it off)."""
     combination: Literal["paper", "blend"] = "paper"
 
 

@@ -67,8 +67,14 @@ class GenerationQueue:
             except BaseException as exc:
                 fut.set_exception(exc)
 
-    def shutdown(self) -> None:
-        """Cancel queued jobs and stop the thread after the running one."""
+    def shutdown(self, wait_s: float | None = 300.0) -> None:
+        """Cancel queued jobs and stop the thread after the running one.
+
+        Waits up to ``wait_s`` for a running generation (an HF ``generate`` call
+        cannot be interrupted): a daemon thread still inside torch when the
+        interpreter exits aborts the process ("terminate called without an
+        active exception").
+        """
         self._closed = True
         while True:
             try:
@@ -78,3 +84,5 @@ class GenerationQueue:
             if job is not None:
                 job[0].cancel()
         self._q.put((-1, -1, None))
+        if wait_s is not None and self._thread is not threading.current_thread():
+            self._thread.join(wait_s)

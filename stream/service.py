@@ -207,7 +207,7 @@ class PgenrmService:
         from prototypes.assign import PrototypeAssigner
         from prototypes.clustering import OnlineClusterer
         from prototypes.embedder import load_embedder
-        from prototypes.rebuild import clusterer_path, refiner_path
+        from prototypes.rebuild import clusterer_path
         from prototypes.stores import open_stores
 
         if embedder is None:
@@ -227,12 +227,6 @@ class PgenrmService:
             assigner.recount(stores.users)
             stores.flush()
             marker.unlink()
-        refiner = None
-        if refiner_path(settings).is_file():
-            from prototypes.prior import RefinedPrior
-            from prototypes.refine import Refiner
-
-            refiner = RefinedPrior(Refiner.load(refiner_path(settings)), embedder)
         return cls(
             settings,
             stores=stores,
@@ -240,8 +234,13 @@ class PgenrmService:
             assigner=assigner,
             backend=backend,
             config=config,
-            refiner=refiner,
+            refiner=_load_refiner(settings, embedder),
         )
+
+    def reload_prototypes(self) -> None:
+        """Pick up what ``pgenrm prototypes rebuild`` wrote: prototypes, clusterer, refiner."""
+        self.assigner.restore()
+        self.refiner = _load_refiner(self.settings, self.embedder)
 
     @property
     def backend(self) -> GenerationBackend:
@@ -268,6 +267,7 @@ class PgenrmService:
                 temperature=m.temperature,
                 max_new_tokens=m.max_new_tokens,
                 history_size=m.history_size,
+                prefill=m.prefill,
             )
         return self._scorer
 
@@ -809,3 +809,15 @@ def _save_combine(path: Path, scaler: SignalScaler, blender: Blender) -> None:
 
 
 __all__ = ["ApplyOutcome", "PgenrmService", "StreamError", "request_key"]
+
+
+def _load_refiner(settings: Settings, embedder: Any) -> Any:
+    """The refined prior written by ``pgenrm prototypes rebuild``, or None before any rebuild."""
+    from prototypes.rebuild import refiner_path
+
+    if not refiner_path(settings).is_file():
+        return None
+    from prototypes.prior import RefinedPrior
+    from prototypes.refine import Refiner
+
+    return RefinedPrior(Refiner.load(refiner_path(settings)), embedder)

@@ -25,8 +25,8 @@ FORMAT_VERSION = 1
 def metarm_text(context: str, response_a: str, response_b: str, critique: str) -> str:
     """The MetaRM's input text.
 
-    >>> metarm_text("Hi", "a", "b", "A is kind.")[:30]
-    '<conv_his>\\nHi\\n[Response A]\\na\\n'
+    >>> metarm_text("Hi", "a", "b", "A is kind.").splitlines()[:3]
+    ['<conv_his>', 'Hi', '[Response A]']
     """
     return (
         f"<conv_his>\n{context}\n[Response A]\n{response_a}\n[Response B]\n{response_b}\n"

@@ -53,6 +53,7 @@ from typing import Any
 from stream.evaluation.metrics import PairOutcome, accuracy, summarize
 
 SCHEMA = "pgenrm.eval.results/1"
+SCORER_ORDER = ("prior", "chain", "blend")
 MODE_ORDER = ("personalized", "non_personalized", "sparse", "prototype_only", "grid")
 
 
@@ -112,9 +113,10 @@ def summarize_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for r in records:
         groups[group_key(r)].append(r)
 
-    def order(k: tuple[str, str, int | None, int | None]) -> tuple[str, int, int, int]:
+    def order(k: tuple[str, str, int | None, int | None]) -> tuple[int, int, int, int]:
         mode = MODE_ORDER.index(k[1]) if k[1] in MODE_ORDER else 99
-        return (k[0], mode, k[2] or 0, k[3] or 0)
+        scorer = SCORER_ORDER.index(k[0]) if k[0] in SCORER_ORDER else 99
+        return (scorer, mode, k[2] or 0, k[3] or 0)
 
     rows = []
     for key in sorted(groups, key=order):

@@ -18,7 +18,7 @@ import platform
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,10 @@ class EvalRunner:
     def score_task(self, service: EvalService, task: Task) -> dict[str, Any]:
         """Score one task (both orders with ``swap``) and build its record."""
         spec = spec_for(task.scorer, task.mode)
+        if task.mode == "grid":  # a side switched off by m = 0 or n = 0 is not expected to score
+            off = {"individual"} if task.m == 0 else set()
+            off |= {"prototype"} if task.n == 0 else set()
+            spec = replace(spec, signals=spec.signals - off)
         pair = task.pair
         asked_as = user_for(task.mode, pair.user_id)
         overrides = (

@@ -170,9 +170,13 @@ def rebuild_prototypes(service: EvalService, *, k: int = 50, seed: int = 0) -> d
         resume=False,
         show_progress=False,
     )
-    assigner = getattr(service, "assigner", None)
-    if assigner is not None and hasattr(assigner, "restore"):
-        assigner.restore()
+    reload = getattr(service, "reload_prototypes", None)
+    if reload is not None:
+        reload()  # new prototypes, clusterer and refined prior
+    else:
+        assigner = getattr(service, "assigner", None)
+        if assigner is not None and hasattr(assigner, "restore"):
+            assigner.restore()
     info = asdict(report)
     info["sizes"] = {str(k_): v for k_, v in sorted(info.get("sizes", {}).items())}
     return {"how": "prototypes.rebuild.rebuild", "report": info}

@@ -39,6 +39,6 @@ def test_a_chain_restating_the_users_reasons_earns_the_process_reward(
     assert all(o.format_ok and o.correct for o in out)
     q_rate = sum(o.q for o in out) / len(out)
     assert q_rate >= 0.5, [o.f1 for o in out]
-    flipped = [synthetic_chain(r, [0, 1]).replace('8.0', '0.5') for r in rows]
+    flipped = [synthetic_chain(r, [0, 1]).replace("8.0", "0.5") for r in rows]
     out2 = computer(rows, flipped, [[0, 1]] * len(rows))
     assert all(o.q == 0 and not o.correct for o in out2)
