@@ -39,8 +39,9 @@ if [ ! -f "$stamp" ]; then
 fi
 
 echo "==> model folders: $models"
-# shellcheck disable=SC2086
-.venv/bin/pgenrm models install $models
+for name in $models; do
+  .venv/bin/pgenrm models install "$name"
+done
 
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   echo "==> installing Debian's chromium for the dashboard browser test"
