@@ -112,3 +112,41 @@ def unit(v: np.ndarray | list[float]) -> list[float] | None:
     if n < 1e-12 or not np.isfinite(n):
         return None
     return (a / n).tolist()
+
+
+def vector_list(v: np.ndarray | list[float] | None) -> list[float] | None:
+    """A float32 list for the store, or None for a missing, empty, zero or non-finite vector.
+
+    >>> vector_list([0.5, 0.0]), vector_list([0.0, 0.0]), vector_list(None)
+    ([0.5, 0.0], None, None)
+    """
+    if v is None:
+        return None
+    a = np.asarray(v, dtype=np.float32).ravel()
+    if a.size == 0 or not np.all(np.isfinite(a)) or float(np.abs(a).sum()) == 0.0:
+        return None
+    return a.tolist()
+
+
+PROTOTYPE_VECTOR_NAMES = {"centroid": "centroid", "query_centroid": "query", "query": "query"}
+"""``PrototypeStore.nearest(by=...)`` -> the named vector it searches."""
+
+
+def prototype_vectors(p: Prototype) -> dict[str, list[float]]:
+    """The named vectors a prototype is stored with (absent ones left out)."""
+    vectors: dict[str, list[float]] = {}
+    if (c := vector_list(p.centroid)) is not None:
+        vectors["centroid"] = c
+    if (q := vector_list(p.query_centroid)) is not None:
+        vectors["query"] = q
+    return vectors
+
+
+def prototype_vector_name(by: str) -> str:
+    """The named vector ``nearest(by=...)`` searches; StoreError for an unknown ``by``."""
+    from prototypes.exceptions import StoreError
+
+    using = PROTOTYPE_VECTOR_NAMES.get(by)
+    if using is None:
+        raise StoreError(f"nearest(by={by!r}): use 'centroid' or 'query_centroid'")
+    return using

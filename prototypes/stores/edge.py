@@ -31,8 +31,11 @@ from prototypes.protocol import Prototype, UserState, point_id
 from prototypes.stores.codec import (
     prototype_from_payload,
     prototype_payload,
+    prototype_vector_name,
+    prototype_vectors,
     user_from_payload,
     user_payload,
+    vector_list,
 )
 
 
@@ -51,13 +54,7 @@ def _open(path: Path, vectors: dict[str, int]) -> Any:
         raise StoreError(f"cannot open Qdrant Edge shard {path}: {exc}") from exc
 
 
-def _vec(v: np.ndarray | None) -> list[float] | None:
-    if v is None:
-        return None
-    a = np.asarray(v, dtype=np.float32).ravel()
-    if a.size == 0 or not np.all(np.isfinite(a)) or float(np.abs(a).sum()) == 0.0:
-        return None
-    return a.tolist()
+_vec = vector_list
 
 
 class _EdgeCollection:
@@ -219,11 +216,7 @@ class EdgePrototypeStore(_EdgeCollection):
 
         points = []
         for p in prototypes:
-            vectors: dict[str, Any] = {}
-            if (c := _vec(np.asarray(p.centroid))) is not None:
-                vectors["centroid"] = c
-            if (q := _vec(np.asarray(p.query_centroid))) is not None:
-                vectors["query"] = q
+            vectors: dict[str, Any] = prototype_vectors(p)
             points.append(Point(int(p.prototype_id), vectors, prototype_payload(p)))
         self._upsert(points)
 
@@ -240,9 +233,7 @@ class EdgePrototypeStore(_EdgeCollection):
     ) -> list[tuple[Prototype, float]]:
         from qdrant_edge import Query, QueryRequest, SearchParams
 
-        using = {"centroid": "centroid", "query_centroid": "query", "query": "query"}.get(by)
-        if using is None:
-            raise StoreError(f"nearest(by={by!r}): use 'centroid' or 'query_centroid'")
+        using = prototype_vector_name(by)
         v = _vec(vector)
         if v is None:
             return []

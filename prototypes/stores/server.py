@@ -29,10 +29,14 @@ from prototypes.protocol import Prototype, UserState, point_id
 from prototypes.stores.codec import (
     prototype_from_payload,
     prototype_payload,
+    prototype_vector_name,
+    prototype_vectors,
     user_from_payload,
     user_payload,
 )
-from prototypes.stores.edge import _vec
+from prototypes.stores.codec import (
+    vector_list as _vec,
+)
 
 
 class _ServerCollection:
@@ -192,11 +196,7 @@ class ServerPrototypeStore(_ServerCollection):
 
         points = []
         for p in prototypes:
-            vectors: dict[str, Any] = {}
-            if (c := _vec(np.asarray(p.centroid))) is not None:
-                vectors["centroid"] = c
-            if (q := _vec(np.asarray(p.query_centroid))) is not None:
-                vectors["query"] = q
+            vectors: dict[str, Any] = prototype_vectors(p)
             points.append(
                 models.PointStruct(
                     id=int(p.prototype_id), vector=vectors, payload=prototype_payload(p)
@@ -215,9 +215,7 @@ class ServerPrototypeStore(_ServerCollection):
     def nearest(
         self, vector: np.ndarray, *, by: str = "centroid", limit: int = 1
     ) -> list[tuple[Prototype, float]]:
-        using = {"centroid": "centroid", "query_centroid": "query", "query": "query"}.get(by)
-        if using is None:
-            raise StoreError(f"nearest(by={by!r}): use 'centroid' or 'query_centroid'")
+        using = prototype_vector_name(by)
         v = _vec(vector)
         if v is None:
             return []
