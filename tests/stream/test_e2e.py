@@ -156,11 +156,10 @@ def test_bad_inputs_are_dead_lettered_while_processing_continues(
         json.dumps({"event_id": f"{prefix}-x", "user_id": "u"}).encode(),
         json.dumps({**json.loads(encode_value(good[0])), "schema_version": 7}).encode(),
         b'{"pad": "' + b"x" * (s.broker.max_message_bytes + 10) + b'"}',
-        encode_value(good[3]),  # duplicate event_id
     ]
     one = json.loads(encode_value(req_ok))
     one.update(request_id=f"{prefix}-r2", candidates=["lonely"])
-    bad_req = [json.dumps(one).encode(), encode_value(req_ok)]  # candidate_count, duplicate_id
+    bad_req = [json.dumps(one).encode()]  # candidate_count
     prod = make_producer(s, max_request_size=4 * s.broker.max_message_bytes)
     key = f"{prefix}-bad".encode()
     for i, ev in enumerate(good):
@@ -170,13 +169,18 @@ def test_bad_inputs_are_dead_lettered_while_processing_continues(
     produce(prod, REWARD_REQUESTS, req_ok)
     for v in bad_req:
         prod.send(REWARD_REQUESTS, key=key, value=v)
+    # Duplicates go under the original's key: same partition, so they arrive after the
+    # original (under another key the copy can win the race and be the one applied).
+    dup_keys = {good[3].user_id.encode(), req_ok.user_id.encode()}
+    produce(prod, FEEDBACK, good[3])  # duplicate event_id
+    produce(prod, REWARD_REQUESTS, req_ok)  # duplicate request_id
     prod.flush()
     states = States(s, prefix)
     log = tmp_path / "worker.log"
     try:
         with worker(s, unique_group, FEEDBACK_ONLY, log) as proc:
             states.wait_total(40, proc, log, 180)
-            reasons = _dlq_reasons(s, key, expected=7, timeout_s=120)
+            reasons = _dlq_reasons(s, {key, *dup_keys}, expected=7, timeout_s=120)
     finally:
         states.close()
     assert sorted(reasons[dlq(FEEDBACK)]) == sorted(
@@ -199,7 +203,7 @@ def test_bad_inputs_are_dead_lettered_while_processing_continues(
 
 
 def _dlq_reasons(
-    s: Settings, key: bytes, *, expected: int, timeout_s: float
+    s: Settings, keys: set[bytes], *, expected: int, timeout_s: float
 ) -> dict[str, list[str]]:
     from kafka import TopicPartition
 
@@ -214,7 +218,7 @@ def _dlq_reasons(
     while sum(len(v) for v in out.values()) < expected and time.monotonic() < end:
         for tp, recs in c.poll(timeout_ms=200).items():
             for r in recs:
-                if r.key == key:
+                if r.key in keys:
                     out[tp.topic].append(dict(r.headers)["pgenrm-error-reason"].decode())
     c.close()
     return out
