@@ -215,7 +215,10 @@ class PersonaWatcher:
 def worker_process(
     settings: Settings, env_extra: dict[str, str], log_path: Path, app_id: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``pgenrm up`` as a child process on ``settings``' broker; SIGTERM on exit."""
+    """``pgenrm up`` as a child process on ``settings``' broker; SIGTERM on exit.
+
+    The log is appended to, so a restarted worker (tests kill and restart it) keeps one log.
+    """
     env = {
         **os.environ,
         "PGENRM_DATA_DIR": str(settings.data_dir),
@@ -224,7 +227,7 @@ def worker_process(
         "PGENRM_BROKER__EMBEDDED": "false",
         **env_extra,
     }
-    with log_path.open("wb") as fh:
+    with log_path.open("ab") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "up", "--app-id", app_id, "--loglevel", "info"],
             env=env,
@@ -237,7 +240,7 @@ def worker_process(
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(timeout=30)
+                    proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()

@@ -7,14 +7,11 @@ after the worker stops, the test opens the same store and checks it exactly.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from infra.contracts import ChatMessage, FeedbackEvent, PersonaState, RewardRequ
 from infra.kafka import encode_value, make_consumer, make_producer, produce
 from infra.settings import Settings
 from infra.topics import FEEDBACK, PERSONAS, REWARD_REQUESTS, dlq
+from stream.demo import worker_process
 
 FEEDBACK_ONLY = {
     "PGENRM_STREAM_LOAD_BACKEND": "false",
@@ -33,36 +31,11 @@ FEEDBACK_ONLY = {
 }
 
 
-@contextmanager
 def worker(
     settings: Settings, group: str, env_extra: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "PGENRM_DATA_DIR": str(settings.data_dir),
-        "PGENRM_MODELS_DIR": str(settings.models_dir),
-        "PGENRM_BROKER__URLS": settings.broker.urls,
-        "PGENRM_BROKER__EMBEDDED": "false",
-        "PGENRM_STREAM_API": "false",
-        **env_extra,
-    }
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "up", "--app-id", group, "--loglevel", "info"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """The feedback worker as ``pgenrm up`` in a child process, without the HTTP API."""
+    return worker_process(settings, {"PGENRM_STREAM_API": "false", **env_extra}, log, group)
 
 
 class States:
