@@ -85,6 +85,21 @@ class ModelSettings(BaseModel):
     combination: Literal["paper", "blend"] = "paper"
 
 
+class MetaRMSettings(BaseModel):
+    """The MetaRM updated online from feedback critiques (:mod:`stream.metarm_online`)."""
+
+    online: bool = True
+    """Keep served chains and update the MetaRM from each feedback event with a critique
+    that names a served request (cheap: MiniLM features + a small MLP, loaded on the
+    first such event)."""
+    max_chains: int = Field(default=4, ge=1, le=64)
+    """Served chains kept per request (own-history chains first); one example each."""
+    chain_rows: int = Field(default=10_000, ge=1)
+    """Requests whose chains are kept (the newest), in ``<data_dir>/served_chains.sqlite``."""
+    keep_versions: int = Field(default=3, ge=1)
+    """Saved MetaRM versions kept under ``<data_dir>/metarm/``."""
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -104,6 +119,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     qdrant: QdrantSettings = QdrantSettings()
     models: ModelSettings = ModelSettings()
+    metarm: MetaRMSettings = MetaRMSettings()
     api: ApiSettings = ApiSettings()
     # Flat aliases the issues name explicitly (PGENRM_API_TOKEN, PGENRM_API_PORT).
     api_token: SecretStr | None = None

@@ -66,52 +66,120 @@ class ServedReward(BaseModel):
         return None
 
 
-class ServedLog:
-    """SQLite-backed bounded map ``request_id -> ServedReward``."""
+class _BoundedJsonLog:
+    """SQLite-backed bounded map ``key -> JSON body`` (newest ``max_rows`` kept)."""
 
-    def __init__(self, path: Path, *, max_rows: int = 100_000) -> None:
+    def __init__(self, path: Path, table: str, *, max_rows: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_rows = max_rows
+        self._table = table
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS served (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " request_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
         )
         self._puts = 0
 
-    def put(self, reward: ServedReward) -> None:
-        """Store ``reward``, evicting the oldest rows beyond ``max_rows``."""
-        body = reward.model_dump_json()
+    def _put(self, key: str, body: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO served (request_id, body) VALUES (?, ?)",
-                (reward.request_id, body),
+                f"INSERT OR REPLACE INTO {self._table} (request_id, body) VALUES (?, ?)",
+                (key, body),
             )
             self._puts += 1
-            if self._puts % 512 == 0:
+            if self._puts % 512 == 0 or self.max_rows < 512:
+                t = self._table
                 self._db.execute(
-                    "DELETE FROM served WHERE seq <= (SELECT MAX(seq) FROM served) - ?",
+                    f"DELETE FROM {t} WHERE seq <= (SELECT MAX(seq) FROM {t}) - ?",
                     (self.max_rows,),
                 )
 
-    def get(self, request_id: str) -> ServedReward | None:
+    def _get(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT body FROM served WHERE request_id = ?", (request_id,)
+                f"SELECT body FROM {self._table} WHERE request_id = ?", (key,)
             ).fetchone()
-        return ServedReward.model_validate(json.loads(row[0])) if row else None
-
-    def get_many(self, request_ids: Sequence[str]) -> dict[str, ServedReward]:
-        return {r: s for r in request_ids if (s := self.get(r)) is not None}
+        return str(row[0]) if row else None
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM served").fetchone()[0])
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class ServedLog(_BoundedJsonLog):
+    """SQLite-backed bounded map ``request_id -> ServedReward``."""
+
+    def __init__(self, path: Path, *, max_rows: int = 100_000) -> None:
+        super().__init__(path, "served", max_rows=max_rows)
+
+    def put(self, reward: ServedReward) -> None:
+        """Store ``reward``, evicting the oldest rows beyond ``max_rows``."""
+        self._put(reward.request_id, reward.model_dump_json())
+
+    def get(self, request_id: str) -> ServedReward | None:
+        body = self._get(request_id)
+        return ServedReward.model_validate(json.loads(body)) if body is not None else None
+
+    def get_many(self, request_ids: Sequence[str]) -> dict[str, ServedReward]:
+        return {r: s for r in request_ids if (s := self.get(r)) is not None}
+
+
+CHAIN_TEXT_MAX = 4000
+"""Characters of a served chain's text kept (the start: persona, criteria, scores)."""
+
+
+class ServedChain(BaseModel):
+    """One evaluation chain generated for a served request (what the MetaRM needs)."""
+
+    source: str
+    """``individual`` (the user's own history) or ``prototype`` (a neighbour's)."""
+    text: str
+    order: list[int] = Field(default_factory=list)
+    """``order[k]`` is the request index shown in slot k."""
+    ok: bool
+    scores: list[float] | None = None
+    """Scores in request order (None when the chain did not parse)."""
+    failure: str | None = None
+
+
+class ServedChains(BaseModel):
+    """The chains behind one served reward, or why there are none."""
+
+    request_id: str
+    user_id: str
+    context: str
+    """The served request's conversation as text (:func:`reward.prompts.format_query`)."""
+    chains: list[ServedChain] = Field(default_factory=list)
+    missing: str | None = None
+    """Why ``chains`` is empty: ``deadline``, ``generative_disabled`` or ``not_requested``."""
+
+
+class ServedChainLog(_BoundedJsonLog):
+    """SQLite-backed bounded map ``request_id -> ServedChains`` (kept apart: chains are large).
+
+    >>> import tempfile, pathlib
+    >>> log = ServedChainLog(pathlib.Path(tempfile.mkdtemp()) / "c.sqlite", max_rows=1)
+    >>> for r in ("r1", "r2"):
+    ...     log.put(ServedChains(request_id=r, user_id="u", context="q", missing="deadline"))
+    >>> log.get("r1") is None, log.get("r2").missing, log.count()
+    (True, 'deadline', 1)
+    >>> log.close()
+    """
+
+    def __init__(self, path: Path, *, max_rows: int = 10_000) -> None:
+        super().__init__(path, "chains", max_rows=max_rows)
+
+    def put(self, chains: ServedChains) -> None:
+        self._put(chains.request_id, chains.model_dump_json())
+
+    def get(self, request_id: str) -> ServedChains | None:
+        body = self._get(request_id)
+        return ServedChains.model_validate(json.loads(body)) if body is not None else None

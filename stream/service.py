@@ -87,6 +87,7 @@ from stream.served import ServedLog, ServedReward, text_hash
 if TYPE_CHECKING:
     from prototypes.protocol import Embedder
     from reward.protocol import GenerationBackend
+    from stream.metarm_online import OnlineMetaRM
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,14 @@ class PgenrmService:
         self._persona_scorer: Any = None
         self._ms_per_chain: float | None = None
         self._closed = False
+        self.metarm_online: OnlineMetaRM | None = None
+        """The MetaRM updated from feedback critiques on served chains (``settings.metarm``)."""
+        if settings.metarm.online:
+            from stream.metarm_online import OnlineMetaRM
+
+            self.metarm_online = OnlineMetaRM(
+                settings.data_dir, embedder, settings.metarm, self.counters
+            )
 
     # -- construction ---------------------------------------------------------
     @classmethod
@@ -418,6 +427,8 @@ class PgenrmService:
                 out.state = st
                 if ev.request_id:
                     self._record_outcome(ev, out)
+        if fresh and self.metarm_online is not None:  # saved before the users (see its doc)
+            self.metarm_online.apply([events[i] for i in fresh], states, self.served)
         # users first (with their offsets), then ledger, prototypes, flush, clusterer:
         # a crash anywhere before the marker is removed triggers a recount on open
         if changed:
@@ -532,7 +543,8 @@ class PgenrmService:
         if repeated:
             self.counters["requests_repeated"] += 1
             return None
-        result = self.score(request)
+        scored: list[tuple[str, ScoreResult]] = []
+        result = self.score(request, chains_out=scored)
         self.served.put(
             ServedReward(
                 request_id=request.request_id,
@@ -545,6 +557,8 @@ class PgenrmService:
                 components=result.components,
             )
         )
+        if self.metarm_online is not None:
+            self.metarm_online.record_served(request, result, scored)
         if mark:
             self.mark_answered(request.request_id)
         self.counters["requests_answered"] += 1
@@ -568,6 +582,7 @@ class PgenrmService:
         *,
         signals: Iterable[str] | None = None,
         combination: Combination | None = None,
+        chains_out: list[tuple[str, ScoreResult]] | None = None,
     ) -> RewardResult:
         """Score ``request``'s candidates (pure read; see module doc for modes).
 
@@ -578,6 +593,9 @@ class PgenrmService:
             the settings enable (``samples``/``neighbours`` > 0).
         combination
             ``paper`` or ``blend``; None = ``settings.models.combination``.
+        chains_out
+            When given, ``("individual" | "prototype", ScoreResult)`` of every chain
+            request is appended (the online MetaRM keeps the served chains).
         """
         t0 = time.perf_counter()
         how: Combination = combination or self.settings.models.combination
@@ -647,6 +665,9 @@ class PgenrmService:
             reqs, own, nbrs = [], False, []
         if reqs:
             results, model_ms, degraded = self._generate(reqs, deadline_ms, t0)
+            if chains_out is not None and results is not None:
+                srcs = ["individual"] * int(own) + ["prototype"] * len(nbrs)
+                chains_out.extend(zip(srcs, results, strict=True))
             if degraded:
                 notes.append("deadline: answered with the prior only")
         parse_failures = 0
@@ -773,6 +794,8 @@ class PgenrmService:
                 self.stores.flush()
         finally:
             self.served.close()
+            if self.metarm_online is not None:
+                self.metarm_online.close()
             self.stores.close()
 
     def __enter__(self) -> PgenrmService:
