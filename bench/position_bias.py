@@ -10,11 +10,14 @@ A pair (A, B) is shown both as [A, B] and as [B, A].
   different content.
 
 Rates are over *evaluable* pairs (both verdicts parsed, no ties); unparsable and
-tied pairs are counted and reported. Pairs come from a small set the project
-writes below and, when present, from ``<shared>/data/prefeval/mcq_options``
-(read in place, never copied). By default chains are prefilled with the PART 2
-opening, since SmolLM2 rarely writes parsable JSON unaided; ``--no-prefill`` turns
-that off.
+tied pairs are counted and reported. ``slot1_advantage`` is the mean score of the
+candidate shown first minus the one shown second, over single-order chains.
+Pairs come from a small set the project writes below and, when present, from
+``<shared>/data/prefeval/mcq_options``
+(read in place, never copied). By default scores are read out
+(:mod:`reward.readout`) after the PART 2 opening, the service's CPU default, so
+every chain yields scores; ``--no-readout`` samples the JSON instead (SmolLM2 then
+rarely writes parsable scores) and ``--no-prefill`` generates PART 1 first.
 
 Usage::
 
@@ -148,6 +151,14 @@ def measure(pairs: list[tuple[str, str, str, str]], scorer: Any) -> dict[str, An
     results = scorer.score_many(reqs)
     seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"pairs": len(pairs), "seconds": seconds}
+    adv = [
+        c.scores[c.order.index(0)] - c.scores[c.order.index(1)]
+        for p in range(len(pairs))
+        for r in results[4 * p : 4 * p + 2]
+        for c in r.chains
+        if c.ok and c.scores is not None
+    ]
+    out["slot1_advantage"] = sum(adv) / len(adv) if adv else None
     for name, off in (("before", 0), ("after", 2)):
         biased = evaluable = ties = unparsed = slot1 = correct = 0
         for p in range(len(pairs)):
@@ -192,6 +203,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--no-prefill", action="store_true")
+    ap.add_argument("--no-readout", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "position_bias")
     args = ap.parse_args()
 
@@ -211,6 +223,7 @@ def main() -> None:
         prefill=not args.no_prefill,
         history_size=0,
         max_batch_prompts=16,
+        readout=not args.no_readout,
     )
     sources = {"own": OWN_PAIRS[: args.pairs]}
     pe = shared_pairs(args.pairs)
@@ -221,11 +234,15 @@ def main() -> None:
     report: dict[str, Any] = {
         "model": args.model,
         "prefill": not args.no_prefill,
+        "readout": scorer.readout_active,
         "temperature": args.temperature,
         "max_new_tokens": args.max_new_tokens,
         "sources": {},
     }
-    table = Table(title=f"position bias, {args.model}, prefill={not args.no_prefill}")
+    table = Table(
+        title=f"position bias, {args.model}, prefill={not args.no_prefill}, "
+        f"readout={scorer.readout_active}"
+    )
     for col in (
         "source",
         "phase",
@@ -236,6 +253,7 @@ def main() -> None:
         "accuracy",
         "ties",
         "unparsed",
+        "slot-1 advantage",
     ):
         table.add_column(col)
     for name, pairs in sources.items():
@@ -258,6 +276,7 @@ def main() -> None:
                 pct(r["accuracy"]),
                 str(r["ties"]),
                 str(r["unparsed"]),
+                "-" if res["slot1_advantage"] is None else f"{res['slot1_advantage']:+.2f}",
             )
     console.print(table)
     args.out.mkdir(parents=True, exist_ok=True)

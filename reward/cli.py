@@ -84,7 +84,14 @@ def score(
     backend: Annotated[str | None, typer.Option(help="transformers | vllm | openai")] = None,
     model: Annotated[str | None, typer.Option(help="Alias, folder or hub id.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Tokens per chain.")] = None,
-    prefill: Annotated[bool, typer.Option(help="Prefill the assistant turn with PART 2.")] = False,
+    prefill: Annotated[
+        bool | None,
+        typer.Option(help="Skip PART 1: start the answer at PART 2 (default: settings)."),
+    ] = None,
+    readout: Annotated[
+        bool | None,
+        typer.Option(help="Read scores from the model's 1..10 distribution (default: settings)."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score one request offline: per-candidate scores, failures and a short explanation."""
@@ -111,7 +118,8 @@ def score(
         temperature=ms.temperature,
         max_new_tokens=max_new_tokens or ms.max_new_tokens,
         history_size=ms.history_size,
-        prefill=prefill,
+        prefill=ms.prefill if prefill is None else prefill,
+        readout=ms.readout if readout is None else readout,
     )
     result = scorer.score(req)
     if json_out:

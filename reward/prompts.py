@@ -34,6 +34,8 @@ from reward.protocol import HistoryItem, ScoreRequest
 _SECTION = re.compile(r"^<<<([A-Z_]+)>>>[ \t]*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 REQUIRED = {"history", "query", "responses"}
+DEFAULT_READOUT_NEXT = ', "response_{{k}}": '
+"""Between two scores in score readout; a template overrides it with ``<<<READOUT_NEXT>>>``."""
 """Placeholders a chain template must contain somewhere."""
 
 # Markers that structure the prompt and the answer. Candidate and history text
@@ -125,6 +127,8 @@ class PromptTemplate:
     path: Path | None = None
     persona_system: str = ""
     persona_user: str = ""
+    readout_next: str = DEFAULT_READOUT_NEXT
+    """Text between two read-out scores, ``{{k}}`` = the next slot (see :mod:`reward.readout`)."""
 
     @staticmethod
     def _sections(text: str, path: Path) -> dict[str, str]:
@@ -170,6 +174,7 @@ class PromptTemplate:
             path=path,
             persona_system=psec["SYSTEM"],
             persona_user=psec["USER"],
+            readout_next=sec.get("READOUT_NEXT", DEFAULT_READOUT_NEXT),
         )
 
     @staticmethod

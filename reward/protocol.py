@@ -128,3 +128,19 @@ class GenerationBackend(Protocol):
     ) -> list[list[Completion]]:
         """Return ``len(prompts)`` lists of ``n`` completions each."""
         ...
+
+
+@runtime_checkable
+class NumberReadoutBackend(Protocol):
+    """A backend that can read its next-number distribution instead of sampling it.
+
+    Used by score readout (:mod:`reward.readout`): PART 2's scores are taken as the
+    expected value of the model's distribution over 1..10 where the JSON asks for
+    a score, so every chain yields a score (implemented by ``transformers``).
+    """
+
+    def number_logprobs(
+        self, prompts: Sequence[list[ChatMessage]], numbers: Sequence[int]
+    ) -> list[list[float]]:
+        """``log P(exactly k)`` for each prompt (ending where a number is due) and each k."""
+        ...

@@ -37,12 +37,16 @@ from reward.protocol import (
     Completion,
     GenerationBackend,
     HistoryItem,
+    NumberReadoutBackend,
     ScoreRequest,
     ScoreResult,
 )
+from reward.readout import LOW_MASS, MIN_MASS, read_scores
 
 STOP = "<JSON_END>"
 """Generation stops at the end marker of PART 2 (the parser accepts a missing end marker)."""
+PART1_STOP = ("<JSON_START>", "PART 2")
+"""With score readout, generation stops where PART 2 begins; the scorer writes PART 2."""
 
 
 def chain_orders(n: int, samples: int, debias: bool) -> list[list[int]]:
@@ -94,6 +98,12 @@ class ChainScorer:
         Most prompts per ``generate`` call in :meth:`score_many` (None: all).
     stop:
         Stop strings; by default generation ends at ``<JSON_END>``.
+    readout:
+        Score readout (:mod:`reward.readout`): generate PART 1 only (nothing with
+        ``prefill``), then read each score as the expected value of the model's
+        distribution over 1..10. Every chain yields scores. Needs a backend with
+        ``number_logprobs`` (``transformers``) and a template with PREFILL; else it
+        stays off and :attr:`readout_active` is False.
     """
 
     def __init__(
@@ -107,6 +117,7 @@ class ChainScorer:
         prefill: bool = False,
         max_batch_prompts: int | None = None,
         stop: Sequence[str] | None = (STOP,),
+        readout: bool = False,
     ) -> None:
         self.backend = backend
         self.template = template or PromptTemplate.load()
@@ -116,6 +127,9 @@ class ChainScorer:
         self.prefill = prefill
         self.max_batch_prompts = max_batch_prompts
         self.stop = list(stop) if stop else None
+        self.readout_active = (
+            readout and isinstance(backend, NumberReadoutBackend) and bool(self.template.prefill)
+        )
 
     # -- building --------------------------------------------------------
     def _job(self, req: ScoreRequest) -> _Job:
@@ -130,7 +144,9 @@ class ChainScorer:
             job.prefix = job.prompts[0][-1].content
         return job
 
-    def _generate(self, jobs: list[_Job]) -> list[list[Completion]]:
+    def _generate(
+        self, jobs: list[_Job], stop: Sequence[str] | None = None
+    ) -> list[list[Completion]]:
         """One completion list per chain of every job, in job order, via one call per batch.
 
         Identical prompts (same order) of a request are merged so that the backend
@@ -172,7 +188,7 @@ class ChainScorer:
                     n=n,
                     temperature=self.temperature,
                     max_tokens=self.max_new_tokens,
-                    stop=self.stop,
+                    stop=list(stop) if stop is not None else self.stop,
                     seed=seed,
                 )
             )
@@ -184,22 +200,78 @@ class ChainScorer:
             [pool[(j, tuple(order))].pop(0) for order in job.orders] for j, job in enumerate(jobs)
         ]
 
+    # -- score readout ---------------------------------------------------
+    def _readout(self, jobs: list[_Job]) -> list[tuple[list[ChainParse], int]]:
+        """Chains of every job via score readout, with the PART 1 tokens generated."""
+        backend = self.backend
+        assert isinstance(backend, NumberReadoutBackend)
+        openings: list[list[str]] = []
+        tokens = [0] * len(jobs)
+        if self.prefill:
+            openings = [[job.prefix] * len(job.orders) for job in jobs]
+        else:
+            per_job = self._generate(jobs, stop=PART1_STOP)
+            for j, (job, comps) in enumerate(zip(jobs, per_job, strict=True)):
+                tokens[j] = sum(c.tokens for c in comps)
+                opens = []
+                for order, comp in zip(job.orders, comps, strict=True):
+                    start = self.template.render(job.req, order, prefill=True)[-1].content
+                    opens.append(comp.text.rstrip() + "\n\n" + start)
+                openings.append(opens)
+        # One read per distinct (prompt, opening); grouped by candidate count.
+        keys: dict[tuple[int, int], int] = {}
+        groups: dict[int, list[tuple[list[ChatMessage], str]]] = {}
+        for j, job in enumerate(jobs):
+            n = len(job.req.candidates)
+            for c, (order, opening) in enumerate(zip(job.orders, openings[j], strict=True)):
+                prompt = self.template.render(job.req, order, history_size=self.history_size)
+                group = groups.setdefault(n, [])
+                found = next(
+                    (i for i, (p, o) in enumerate(group) if o == opening and p == prompt), None
+                )
+                if found is None:
+                    group.append((prompt, opening))
+                    found = len(group) - 1
+                keys[(j, c)] = found
+        done: dict[int, list[tuple[str, float]]] = {}
+        for n, group in groups.items():
+            reads = read_scores(
+                backend,
+                [p for p, _ in group],
+                [o for _, o in group],
+                n,
+                self.template.readout_next,
+            )
+            done[n] = [(r.text, r.min_mass) for r in reads]
+        out: list[tuple[list[ChainParse], int]] = []
+        for j, job in enumerate(jobs):
+            n = len(job.req.candidates)
+            chains = []
+            for c, order in enumerate(job.orders):
+                text, mass = done[n][keys[(j, c)]]
+                chains.append(_readout_chain(text, n, order, mass))
+            out.append((chains, tokens[j]))
+        return out
+
     # -- aggregation -----------------------------------------------------
     def _aggregate(
-        self, job: _Job, completions: list[Completion], latency_ms: float
+        self, job: _Job, chains: list[ChainParse], tokens: int, latency_ms: float
     ) -> ScoreResult:
-        n = len(job.req.candidates)
-        chains: list[ChainParse] = []
-        for order, comp in zip(job.orders, completions, strict=True):
-            chains.append(parse_chain(job.prefix + comp.text, n, order))
         return aggregate(
             chains,
-            n,
+            len(job.req.candidates),
             samples=job.req.samples,
             model_id=str(getattr(self.backend, "model_id", "")),
-            generated_tokens=sum(c.tokens for c in completions),
+            generated_tokens=tokens,
             latency_ms=latency_ms,
         )
+
+    def _parse(self, job: _Job, completions: list[Completion]) -> list[ChainParse]:
+        n = len(job.req.candidates)
+        return [
+            parse_chain(job.prefix + comp.text, n, order)
+            for order, comp in zip(job.orders, completions, strict=True)
+        ]
 
     # -- public ----------------------------------------------------------
     def score(self, req: ScoreRequest) -> ScoreResult:
@@ -218,7 +290,13 @@ class ChainScorer:
         t0 = time.perf_counter()
         jobs = [self._job(r) for r in reqs]
         try:
-            per_job = self._generate(jobs)
+            if self.readout_active:
+                parsed = self._readout(jobs)
+            else:
+                parsed = [
+                    (self._parse(job, comps), sum(c.tokens for c in comps))
+                    for job, comps in zip(jobs, self._generate(jobs), strict=True)
+                ]
         except BackendError as exc:
             ms = (time.perf_counter() - t0) * 1000
             out = []
@@ -238,7 +316,10 @@ class ChainScorer:
                 )
             return out
         ms = (time.perf_counter() - t0) * 1000
-        return [self._aggregate(job, comps, ms) for job, comps in zip(jobs, per_job, strict=True)]
+        return [
+            self._aggregate(job, chains, tokens, ms)
+            for job, (chains, tokens) in zip(jobs, parsed, strict=True)
+        ]
 
     def persona(
         self, history: Sequence[HistoryItem], stated_preferences: str | None
@@ -256,6 +337,21 @@ class ChainScorer:
         )
         text = out[0][0].text.strip() if out and out[0] else ""
         return text, criteria_from_text(text)
+
+
+def _readout_chain(text: str, n: int, order: list[int], mass: float) -> ChainParse:
+    """Parse a read-out chain; too little mass on the scale is a failure, some is a warning."""
+    if mass < MIN_MASS:
+        return ChainParse(
+            ok=False,
+            failure="readout_no_mass",
+            detail=f"probability on 1..10 was {mass:.2g}",
+            order=order,
+            text=text,
+        )
+    chain = parse_chain(text, n, order)
+    flags = ["readout"] + (["readout_low_mass"] if mass < LOW_MASS else [])
+    return chain.model_copy(update={"warnings": [*chain.warnings, *flags]})
 
 
 def aggregate(

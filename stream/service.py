@@ -299,6 +299,7 @@ class PgenrmService:
     @property
     def model_id(self) -> str:
         return self._backend.model_id if self._backend is not None else self.settings.models.model
+                readout=m.readout,
 
     # -- reads -----------------------------------------------------------------
     def user(self, user_id: str) -> UserState | None:

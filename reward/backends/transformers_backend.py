@@ -79,6 +79,7 @@ class TransformersBackend:
         self.eos_ids = {int(e) for e in eos_ids if e is not None}
         self._lock = threading.Lock()
         self.last_stats: dict[str, float] = {}
+        self._digit_ids: list[int] | None = None
 
     # -- prompt handling -------------------------------------------------
     def render(self, messages: Sequence[ChatMessage]) -> str:
@@ -188,6 +189,40 @@ class TransformersBackend:
             "tokens": tokens,
             "tokens_per_s": tokens / dt if dt else 0,
         }
+        return out
+
+    def number_logprobs(
+        self, prompts: Sequence[list[ChatMessage]], numbers: Sequence[int]
+    ) -> list[list[float]]:
+        """``log P(the model writes exactly k next)`` per prompt and number (see ``_readout``).
+
+        Each prompt normally ends with an assistant message that stops right where
+        a number is due; it is continued, not answered.
+        """
+        from reward.backends._readout import digit_start_ids, number_logprobs
+
+        if not prompts:
+            return []
+        texts = [self.render(p) for p in prompts]
+        per_call = max(1, (self.max_batch or 64 * len(numbers)) // max(1, len(numbers)))
+        out: list[list[float]] = []
+        with self._lock:
+            if self._digit_ids is None:
+                self._digit_ids = digit_start_ids(self.tokenizer)
+            try:
+                for i in range(0, len(texts), per_call):
+                    out.extend(
+                        number_logprobs(
+                            self.model,
+                            self.tokenizer,
+                            texts[i : i + per_call],
+                            numbers,
+                            self._digit_ids,
+                            self.device,
+                        )
+                    )
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(f"number readout failed: {exc}") from exc
         return out
 
     def _generate_chunk(
