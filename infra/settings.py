@@ -102,6 +102,9 @@ class MetaRMSettings(BaseModel):
     """Requests whose chains are kept (the newest), in ``<data_dir>/served_chains.sqlite``."""
     keep_versions: int = Field(default=3, ge=1)
     """Saved MetaRM versions kept under ``<data_dir>/metarm/``."""
+    weighted: bool = False
+    """Weight a request's own chains by the MetaRM's predicted critique quality instead of a
+    plain mean (RM-NLHF). Needs chains with a PART 1 critique (``models.prefill=false``)."""
 
 
 class ApiSettings(BaseModel):

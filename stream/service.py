@@ -686,7 +686,7 @@ class PgenrmService:
                 valid = [a + b for a, b in zip(valid, r.valid, strict=True)]
             if own:
                 r0 = results[0]
-                filled = _fill(r0.scores)
+                filled = _fill(self._own_chain_scores(request, state, r0, notes))
                 if filled is not None:
                     components["individual"] = filled
                     std = list(r0.std)
@@ -790,6 +790,43 @@ class PgenrmService:
         self._closed = True
         self._gen.shutdown()
         try:
+    def last_score_ms(self) -> dict[str, float]:
+        """Stage timings of the latest :meth:`score` call made by this thread."""
+        return dict(getattr(self._local, "score_ms", {}))
+
+    def _own_chain_scores(
+        self,
+        request: RewardRequest,
+        state: UserState | None,
+        own: ScoreResult,
+        notes: list[str],
+    ) -> list[float | None]:
+        """The own chains' per-candidate means, MetaRM-weighted when that is on and trained.
+
+        With ``settings.metarm.weighted`` and a MetaRM that has seen at least one
+        critique (version > 0), each valid chain counts with the MetaRM's predicted
+        quality of its critique (RM-NLHF's weighting, :mod:`reward.nlhf.weighting`).
+        """
+        online = self.metarm_online
+        if not (self.settings.metarm.weighted and online is not None and online.version > 0):
+            return list(own.scores)
+        if sum(1 for c in own.chains if c.ok) < 2:
+            return list(own.scores)
+        from reward.nlhf.weighting import metarm_weighted_scores
+        from reward.prompts import format_query
+        from stream.metarm_online import metarm_context
+
+        stated = state.stated_preferences if state is not None else None
+        weighted = metarm_weighted_scores(
+            own,
+            online,
+            context=metarm_context(format_query(request.context), stated),
+            candidates=request.candidates,
+        )
+        notes.append(f"metarm_weighted=v{online.version}")
+        self.counters["rewards_metarm_weighted"] += 1
+        return weighted
+
             with self._write_lock:
                 self.checkpoint()
                 self.stores.flush()

@@ -289,3 +289,39 @@ def test_an_unreadable_saved_metarm_is_counted_and_replaced(
         assert counters["metarm_load_failed"] == 1 and online.version == 0
     finally:
         online.close()
+
+
+def test_metarm_weighted_scaling_follows_the_chain_the_metarm_trusts(
+    service: PgenrmService,
+) -> None:
+    """``metarm.weighted``: own chains count with the MetaRM's predicted critique quality."""
+    online = service.metarm_online
+    assert online is not None
+    service.apply_feedback([hotel_feedback("w0", "wren", None, None)])
+    for i in range(6):  # teach it: the good chain's critique is worth 1.5, the bad one's 0
+        serve_with_chain(service, f"rg{i}", "wren", GOOD_CHAIN)
+        serve_with_chain(service, f"rb{i}", "wren", BAD_CHAIN)
+        service.apply_feedback(
+            [
+                hotel_feedback(f"wg{i}", "wren", f"rg{i}", HUMAN),
+                hotel_feedback(f"wb{i}", "wren", f"rb{i}", HUMAN),
+            ]
+        )
+    assert online.version > 0
+    chains = [parse_chain(GOOD_CHAIN, 2, [0, 1]), parse_chain(BAD_CHAIN, 2, [0, 1])]
+    own = ScoreResult(
+        scores=[5.5, 5.5], std=[3.5, 3.5], valid=[2, 2], samples=2, parse_failures=0, chains=chains
+    )
+    state = service.user("wren")
+    req = hotel_request("rw", "wren")
+    notes: list[str] = []
+    assert service._own_chain_scores(req, state, own, notes) == [5.5, 5.5]  # off by default
+    service.settings.metarm.weighted = True
+    try:
+        weighted = service._own_chain_scores(req, state, own, notes)
+    finally:
+        service.settings.metarm.weighted = False
+    spa, party = weighted
+    assert spa is not None and party is not None and spa > 5.5 > party
+    assert notes == [f"metarm_weighted=v{online.version}"]
+    assert service.counters["rewards_metarm_weighted"] == 1
