@@ -2,7 +2,7 @@
 # Install pgenrm into ./.venv with pinned versions, then build the local model folders.
 #
 #   bash infra/install.sh            # runtime: packages + models (smollm2, minilm)
-#   bash infra/install.sh --dev      # also test tools and Debian's chromium (browser test)
+#   bash infra/install.sh --dev      # also test tools, TRL (the `train` extra) and Debian's chromium
 #
 # Idempotent: a second run only checks. torch is pinned to 2.13.0 (a CPU wheel);
 # an unpinned torch would pull a multi-GB CUDA build. vLLM is the optional `gpu`

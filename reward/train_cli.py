@@ -5,9 +5,10 @@ Light at import time (typer only); torch and transformers load inside the comman
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -65,11 +66,27 @@ def train(
     resume: Annotated[
         bool, typer.Option(help="Resume from the newest checkpoint in --output.")
     ] = True,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option(help="GRPO: trade compute for memory (useful on GPUs).")
+    ] = False,
+    report_to: Annotated[
+        str, typer.Option(help="GRPO: where TRL reports metrics (none, tensorboard, wandb ...).")
+    ] = "none",
+    trl: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="GRPO: extra trl.GRPOConfig field as name=value (JSON value or string), "
+            "repeatable, e.g. --trl use_vllm=true --trl vllm_mode=colocate."
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress panel.")] = True,
 ) -> None:
     """Train the reward model: SFT on evaluation chains, or GRPO with composite rewards.
 
-    GRPO updates the MetaRM online on every step's rows with a human critique
-    (update, then score rows without one). On GPUs pass --device cuda --dtype bfloat16.
+    GRPO runs on TRL's GRPOTrainer and updates the MetaRM online on every step's
+    rows with a human critique (update, then score rows without one); checkpoints
+    keep the MetaRM. On GPUs pass --device cuda --dtype bfloat16; for several GPUs
+    run ``accelerate launch -m infra.cli train grpo ...``.
     """
     from infra.settings import Settings
     from reward.models import resolve_model
@@ -107,7 +124,7 @@ def train(
             dtype=dtype,
             resume=resume,
         )
-        s = run_sft(cfg, pairs)
+        s = run_sft(cfg, pairs, progress=progress)
         console.print(
             f"sft: {s.steps_done} steps (resumed at {s.resumed_from}); "
             f"loss {s.history[-1]['loss'] if s.history else float('nan'):.4f}; "
@@ -117,10 +134,14 @@ def train(
     from prototypes.embedder import load_embedder
     from reward.nlhf.matchers import EmbeddingMatcher
     from reward.nlhf.metarm import MetaRM
-    from reward.training.grpo import GRPOConfig, run_grpo
+    from reward.training.exceptions import TrainingError
+    from reward.training.grpo import GRPOConfig, run_grpo, trl_args
 
-    emb = load_embedder(settings.models.embedder)
-    meta = MetaRM.load(metarm, emb) if metarm is not None else MetaRM(emb, seed=seed)
+    try:
+        overrides = parse_overrides(trl or [])
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     gcfg = GRPOConfig(
         model=path,
         output_dir=str(output),
@@ -139,10 +160,41 @@ def train(
         device=device,
         dtype=dtype,
         resume=resume,
+        gradient_checkpointing=gradient_checkpointing,
+        report_to=report_to,
+        trl=overrides,
     )
-    g = run_grpo(gcfg, rows, EmbeddingMatcher(emb), meta)
+    try:
+        trl_args(gcfg)  # fail on bad settings before loading any model
+    except TrainingError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    emb = load_embedder(settings.models.embedder)
+    meta = MetaRM.load(metarm, emb) if metarm is not None else MetaRM(emb, seed=seed)
+    g = run_grpo(gcfg, rows, EmbeddingMatcher(emb), meta, progress=progress)
     last = g.history[-1] if g.history else {}
     console.print(
         f"grpo: {g.steps_done} steps (resumed at {g.resumed_from}); "
-        f"reward {last.get('reward_mean', float('nan')):.3f}; checkpoint {g.checkpoint}"
+        f"reward {last.get('reward', float('nan')):.3f}; MetaRM v{g.metarm_version}; "
+        f"checkpoint {g.checkpoint}"
     )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``name=value`` pairs; a value is JSON when it parses, else the string.
+
+    Examples
+    --------
+    >>> parse_overrides(["use_vllm=true", "vllm_mode=colocate", "top_p=0.9"])
+    {'use_vllm': True, 'vllm_mode': 'colocate', 'top_p': 0.9}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--trl expects name=value, got {item!r}")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = raw
+    return out

@@ -1,12 +1,11 @@
-"""Resumable training checkpoints.
+"""Resumable SFT checkpoints (GRPO uses TRL's, see :mod:`reward.training.grpo`).
 
 A run folder holds ``checkpoint-<step>/`` folders, each with the model and
-tokenizer (``save_pretrained``, safetensors), ``optimizer.pt``, ``state.json``
-(step, config, metrics; each step reseeds from the run seed and the step number)
-and, for GRPO, ``metarm/``. Only the newest
-``keep`` checkpoints are kept. A checkpoint folder is written under a temporary
-name and renamed when complete, so a crash never leaves a half checkpoint that
-:func:`latest_checkpoint` would pick.
+tokenizer (``save_pretrained``, safetensors), ``optimizer.pt`` and ``state.json``
+(step, config, metrics; each step reseeds from the run seed and the step number).
+Only the newest ``keep`` checkpoints are kept. A checkpoint folder is written
+under a temporary name and renamed when complete, so a crash never leaves a half
+checkpoint that :func:`latest_checkpoint` would pick.
 
 Examples
 --------
@@ -55,7 +54,6 @@ def save_checkpoint(
     optimizer: Any,
     state: dict[str, Any],
     *,
-    metarm: Any | None = None,
     keep: int = 2,
 ) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune older ones beyond ``keep``."""
@@ -72,8 +70,6 @@ def save_checkpoint(
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     full = {**state, "step": step}
     (tmp / STATE).write_text(json.dumps(full, indent=2, default=str))
-    if metarm is not None:
-        metarm.save(tmp / "metarm")
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)

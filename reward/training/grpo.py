@@ -1,57 +1,67 @@
-"""GRPO for the generative reward model, with composite rewards and the online MetaRM.
+"""GRPO for the generative reward model on TRL's ``GRPOTrainer``.
 
-TRL's ``GRPOTrainer`` could not be installed next to this project's pins (its
-``datasets`` dependency conflicts with the locked ``fsspec``/``huggingface_hub``),
-so this module is a minimal, complete GRPO loop (the TRL-compatible reward
-functions are in :mod:`reward.training.trl_rewards` for use where TRL exists):
+The trainer samples ``group_size`` chains per prompt, scores them with the
+composite rewards (:mod:`reward.training.trl_rewards`, which wraps
+:class:`~reward.training.rollout_rewards.RewardComputer`), computes group-relative
+advantages and takes the clipped-surrogate step with a KL term to the starting
+model. This module adds what the product needs around it:
 
-for each step
-    1. take ``prompts_per_step`` rows, render chain prompts (random candidate order);
-    2. sample ``group_size`` completions per prompt from the current policy;
-    3. score them with :class:`~reward.training.rollout_rewards.RewardComputer`
-       (which updates the MetaRM on this batch's critique rows *before* scoring
-       rows without a critique);
-    4. group-relative advantages A = (r - mean_group) / std_group;
-    5. ``iterations`` optimisation passes of the clipped surrogate
-       -min(rho A, clip(rho, 1 - eps, 1 + eps) A) + beta KL(pi || pi_ref)
-       (k3 estimator, token level, mean over a completion's tokens, then over completions);
-    6. log a JSONL line, and every ``save_every`` steps write a resumable checkpoint.
+- the data: each row rendered as the product's own chain prompt (the same text
+  :class:`reward.scoring.ChainScorer` serves, optional PART 2 prefill), with a
+  seeded random candidate order (position debiasing);
+- the **online MetaRM**: inside the reward function, every batch's valid-format
+  rollouts on rows with a human critique update the MetaRM *before* rows without a
+  critique are scored (RM-NLHF's update-then-use); with several processes the
+  update examples are gathered first, so every rank's MetaRM takes the same steps;
+- checkpoints: TRL/transformers ``checkpoint-<step>/`` folders (model, optimiser,
+  scheduler, RNG, ``trainer_state.json``) plus ``metarm/`` and ``pgenrm_state.json``
+  (reward counters), written by :class:`MetaRMCheckpoint`. With ``resume`` the
+  newest checkpoint of ``output_dir`` is continued, MetaRM included;
+- logging: TRL's metrics (``reward``, ``reward_std``, ``kl``, ``completions/*`` ...)
+  plus ``pgenrm/*`` (format rate, accuracy, q rate, MetaRM version and loss), one
+  JSON line per logging step in ``output_dir/log.jsonl``, and a rich progress panel.
 
-Run on GPUs: ``pgenrm train grpo --device cuda --dtype bfloat16 --model <folder>``
-with larger ``--prompts-per-step``/``--group-size``/``--max-new-tokens`` (RM-NLHF:
-8 rollouts at T = 0.7, lr 1e-6, KL 0.001). For multi-GPU or vLLM rollouts use TRL's
-``GRPOTrainer`` with :func:`reward.training.trl_rewards.make_reward_funcs`.
+Run on GPUs (see the README's Training section): ``--device cuda --dtype bfloat16``
+on one GPU; ``accelerate launch -m infra.cli train grpo ...`` for several (prompts
+per step are per process); ``--trl use_vllm=true --trl vllm_mode=colocate`` for
+vLLM generation (needs the ``gpu`` extra). Any other ``trl.GRPOConfig`` field can be
+set with ``--trl name=value``. Stop strings are not used (TRL's transformers
+generation path passes no tokenizer to ``generate``): chains end at EOS or
+``max_new_tokens``, and the chain parser ignores text after ``<JSON_END>``.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import time
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import TrainerCallback
+
 from reward.nlhf.matchers import ArgumentMatcher
 from reward.nlhf.rows import NlhfRow
-from reward.prompts import PromptTemplate
-from reward.training.checkpoint import (
-    latest_checkpoint,
-    load_optimizer,
-    read_state,
-    save_checkpoint,
-)
-from reward.training.data import make_example
 from reward.training.exceptions import TrainingError
-from reward.training.policy import load_policy, render, token_logprobs
 from reward.training.rewards_types import RewardKindName
 from reward.training.rollout_rewards import OnlineMetaRM, RewardComputer
+
+log = logging.getLogger(__name__)
+
+PGENRM_STATE = "pgenrm_state.json"
+METARM_DIR = "metarm"
 
 
 @dataclass
 class GRPOConfig:
-    """Settings of a GRPO run (all plain values, stored in every checkpoint)."""
+    """Settings of a GRPO run (plain values; mapped onto ``trl.GRPOConfig``).
+
+    ``prompts_per_step`` is per process: one optimiser step sees
+    ``prompts_per_step * group_size`` completions on every process. ``trl`` holds
+    extra ``trl.GRPOConfig`` fields, applied last (e.g. ``{"use_vllm": True}``).
+    """
 
     model: str
     output_dir: str
@@ -61,20 +71,24 @@ class GRPOConfig:
     temperature: float = 1.0
     max_new_tokens: int = 256
     lr: float = 1e-6
+    lr_scheduler: str = "constant"
     beta: float = 0.001
     clip_eps: float = 0.2
     iterations: int = 1
     reward: RewardKindName = "nlhf"
     prefill: bool = False
     template: str | None = None
-    stop: list[str] = field(default_factory=lambda: ["<JSON_END>"])
     save_every: int = 50
     keep: int = 2
+    logging_steps: int = 1
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
     max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    report_to: str = "none"
     resume: bool = True
+    trl: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,18 +96,199 @@ class GRPOSummary:
     steps_done: int
     resumed_from: int
     checkpoint: str | None
+    metarm_version: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _completion_mask(ids: Any, eos_ids: set[int]) -> Any:
-    """1 up to and including the first EOS (or pad) of each row, 0 after."""
-    import torch
+def trl_args(config: GRPOConfig) -> Any:
+    """The ``trl.GRPOConfig`` of ``config`` (:class:`TrainingError` when invalid or no TRL)."""
+    try:
+        from trl import GRPOConfig as TRLConfig
+    except ImportError as exc:
+        raise TrainingError(
+            "GRPO needs TRL, the `train` extra: "
+            "pip install -c infra/requirements.lock -e '.[train]'"
+        ) from exc
 
-    is_eos = torch.zeros_like(ids, dtype=torch.bool)
-    for e in eos_ids:
-        is_eos |= ids == e
-    after = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()
-    return (after == 0).long()
+    kwargs: dict[str, Any] = {
+        "output_dir": config.output_dir,
+        "max_steps": config.steps,
+        "per_device_train_batch_size": config.prompts_per_step * config.group_size,
+        "num_generations": config.group_size,
+        "temperature": config.temperature,
+        "max_completion_length": config.max_new_tokens,
+        "learning_rate": config.lr,
+        "lr_scheduler_type": config.lr_scheduler,
+        "beta": config.beta,
+        "epsilon": config.clip_eps,
+        "num_iterations": config.iterations,
+        "save_strategy": "steps",
+        "save_steps": config.save_every,
+        "save_total_limit": config.keep,
+        "logging_steps": config.logging_steps,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "use_cpu": config.device == "cpu",
+        "bf16": config.dtype == "bfloat16",
+        "model_init_kwargs": {"dtype": config.dtype},
+        "max_grad_norm": config.max_grad_norm,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "report_to": config.report_to,
+        "disable_tqdm": True,
+    }
+    kwargs.update(config.trl)
+    try:
+        return TRLConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TrainingError(f"invalid GRPO settings: {exc}") from exc
+
+
+def load_metarm(folder: Path, like: OnlineMetaRM) -> OnlineMetaRM:
+    """Load a MetaRM saved by ``like``'s class (the embedding one needs ``like``'s embedder)."""
+    from reward.nlhf.metarm import MetaRM
+
+    if isinstance(like, MetaRM):
+        return MetaRM.load(folder, like.embedder)
+    loader = getattr(type(like), "load", None)
+    if loader is None:
+        raise TrainingError(f"{type(like).__name__} cannot be loaded from a checkpoint")
+    loaded: OnlineMetaRM = loader(folder)
+    return loaded
+
+
+class MetaRMCheckpoint(TrainerCallback):
+    """Saves the MetaRM and the reward counters into every checkpoint; logs JSON lines.
+
+    ``on_save`` writes ``checkpoint-<step>/metarm/`` and ``pgenrm_state.json`` (the
+    run's settings and :attr:`RewardComputer.counts`); ``on_log`` appends the
+    trainer's metrics to ``output_dir/log.jsonl``; ``on_train_end`` writes the final
+    MetaRM to ``output_dir/metarm``. Only the main process writes.
+    """
+
+    def __init__(self, computer: RewardComputer, config: GRPOConfig) -> None:
+        self.computer = computer
+        self.config = config
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.computer.metarm is not None:
+            self.computer.metarm.save(ckpt / METARM_DIR)  # type: ignore[attr-defined]
+        (ckpt / PGENRM_STATE).write_text(
+            json.dumps(
+                {
+                    "kind": "grpo",
+                    "step": state.global_step,
+                    "config": asdict(self.config),
+                    "counts": dict(self.computer.counts),
+                    "metarm_version": getattr(self.computer.metarm, "version", None),
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        with (Path(args.output_dir) / "log.jsonl").open("a") as f:
+            f.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self.computer.metarm is not None:
+            self.computer.metarm.save(Path(args.output_dir) / METARM_DIR)  # type: ignore[attr-defined]
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    return Path(found) if found else None
+
+
+def _gather() -> Any:
+    """``accelerate``'s ``gather_object`` when several processes train, else None."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    return gather_object if PartialState().num_processes > 1 else None
+
+
+def build_trainer(
+    config: GRPOConfig,
+    rows: Sequence[NlhfRow],
+    matcher: ArgumentMatcher,
+    metarm: OnlineMetaRM | None = None,
+    *,
+    progress: bool = True,
+) -> tuple[Any, RewardComputer, Path | None]:
+    """(``GRPOTrainer``, its reward computer, the checkpoint to resume from or None).
+
+    With ``config.resume`` and a checkpoint in ``output_dir``, the MetaRM and the
+    reward counters are restored from it (``metarm`` only gives the MetaRM's class
+    and embedder then).
+    """
+    args = trl_args(config)  # first: a clear error without TRL or with bad settings
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    from reward.prompts import PromptTemplate
+    from reward.training.trl_rewards import make_reward_funcs, trl_rows
+
+    if not rows:
+        raise TrainingError("no training rows")
+    run_dir = Path(config.output_dir)
+    ckpt = _last_checkpoint(run_dir) if config.resume else None
+    counts: Counter[str] = Counter()
+    if ckpt is not None:
+        if metarm is not None:
+            if (ckpt / METARM_DIR).is_dir():
+                metarm = load_metarm(ckpt / METARM_DIR, metarm)
+            else:
+                log.warning("%s has no MetaRM; continuing with the one given", ckpt)
+        if (ckpt / PGENRM_STATE).is_file():
+            counts.update(json.loads((ckpt / PGENRM_STATE).read_text()).get("counts", {}))
+    try:
+        tok = AutoTokenizer.from_pretrained(config.model, padding_side="left")
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot load tokenizer of {config.model!r}: {exc}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    template = (
+        PromptTemplate.load(Path(config.template)) if config.template else PromptTemplate.load()
+    )
+    dataset = Dataset.from_list(
+        trl_rows(rows, tok, template=template, seed=config.seed, prefill=config.prefill)
+    )
+    funcs: list[Any] = make_reward_funcs(config.reward, matcher, metarm, gather=_gather())
+    computer: RewardComputer = funcs[0].computer
+    computer.counts.update(counts)
+    callbacks: list[Any] = [MetaRMCheckpoint(computer, config)]
+    if progress:
+        from trl.trainer.callbacks import RichProgressCallback
+
+        callbacks.append(RichProgressCallback())
+    try:
+        trainer = GRPOTrainer(
+            model=config.model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tok,
+            callbacks=callbacks,
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot start GRPO on {config.model!r}: {exc}") from exc
+    if progress:  # the rich panel shows the metrics; no raw dict per step on top of it
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer, computer, ckpt
 
 
 def run_grpo(
@@ -105,162 +300,18 @@ def run_grpo(
     progress: bool = True,
 ) -> GRPOSummary:
     """Train ``config.model`` with GRPO on ``rows``; resumes from ``output_dir`` when allowed."""
-    import torch
-
-    if not rows:
-        raise TrainingError("no training rows")
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = 0
-    source = config.model
-    ckpt = latest_checkpoint(run_dir) if config.resume else None
+    trainer, computer, ckpt = build_trainer(config, rows, matcher, metarm, progress=progress)
+    resumed_from = 0
     if ckpt is not None:
-        state = read_state(ckpt)
-        start = int(state["step"])
-        source = str(ckpt)
-        loader: Any = getattr(type(metarm), "load", None)
-        if metarm is not None and (ckpt / "metarm").is_dir() and loader is not None:
-            # The run's MetaRM continues from the checkpoint (weights, optimiser, version).
-            embedder = getattr(metarm, "embedder", None)
-            args = (embedder,) if embedder is not None else ()
-            metarm = loader(ckpt / "metarm", *args)
-    policy, tok = load_policy(source, device=config.device, dtype=config.dtype)
-    ref = None
-    if config.beta > 0:
-        ref, _ = load_policy(config.model, device=config.device, dtype=config.dtype)
-        ref.eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-    opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
-    if ckpt is not None:
-        load_optimizer(ckpt, opt)
-    template = (
-        PromptTemplate.load(Path(config.template)) if config.template else PromptTemplate.load()
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        resumed_from = int(state["global_step"])
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    last = _last_checkpoint(Path(config.output_dir))
+    return GRPOSummary(
+        steps_done=int(trainer.state.global_step),
+        resumed_from=resumed_from,
+        checkpoint=str(last) if last else None,
+        metarm_version=getattr(computer.metarm, "version", None),
+        counts=dict(computer.counts),
+        history=[h for h in trainer.state.log_history if "loss" in h or "reward" in h],
     )
-    computer = RewardComputer(config.reward, matcher, metarm)
-    eos = policy.generation_config.eos_token_id
-    eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
-    if tok.eos_token_id is not None:
-        eos_ids.add(int(tok.eos_token_id))
-    log_path = run_dir / "log.jsonl"
-    summary = GRPOSummary(
-        steps_done=start, resumed_from=start, checkpoint=str(ckpt) if ckpt else None
-    )
-    G = config.group_size
-
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=True) as prog:
-        task = prog.add_task("grpo", total=config.steps, completed=start)
-        for step in range(start, config.steps):
-            t0 = time.perf_counter()
-            rng = random.Random(config.seed * 1_000_003 + step)
-            torch.manual_seed(config.seed * 1_000_003 + step)
-            idx = [
-                (step * config.prompts_per_step + k) % len(rows)
-                for k in range(config.prompts_per_step)
-            ]
-            examples = [
-                make_example(rows[i], template=template, prefill=config.prefill, rng=rng)
-                for i in idx
-            ]
-            texts = [render(tok, ex.messages) for ex in examples]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                config.device
-            )
-            P = enc["input_ids"].shape[1]
-            policy.eval()
-            with torch.no_grad():
-                seqs = policy.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=config.temperature,
-                    top_k=0,
-                    top_p=1.0,
-                    max_new_tokens=config.max_new_tokens,
-                    num_return_sequences=G,
-                    pad_token_id=tok.pad_token_id,
-                    **(
-                        {"stop_strings": list(config.stop), "tokenizer": tok} if config.stop else {}
-                    ),
-                )
-            comp = seqs[:, P:]
-            cmask = _completion_mask(comp, eos_ids | {int(tok.pad_token_id)})
-            pmask = enc["attention_mask"].repeat_interleave(G, dim=0)
-            attn = torch.cat([pmask, cmask], dim=1)
-            decoded = tok.batch_decode(
-                comp * cmask + tok.pad_token_id * (1 - cmask), skip_special_tokens=True
-            )
-            g_rows = [examples[i // G].row for i in range(len(decoded))]
-            g_text = [examples[i // G].prefix + decoded[i] for i in range(len(decoded))]
-            g_order = [examples[i // G].order for i in range(len(decoded))]
-            rewards = computer(g_rows, g_text, g_order)
-            r = torch.tensor([x.reward for x in rewards], dtype=torch.float32).view(-1, G)
-            adv = (
-                (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + 1e-4)
-            ).view(-1)
-            adv = adv.to(config.device)
-            with torch.no_grad():
-                old_lp = token_logprobs(policy, seqs, attn, P)
-                ref_lp = token_logprobs(ref, seqs, attn, P) if ref is not None else None
-            policy.train()
-            n_tok = cmask.sum(1).clamp(min=1)
-            loss_v = kl_v = 0.0
-            for _ in range(max(1, config.iterations)):
-                lp = token_logprobs(policy, seqs, attn, P)
-                ratio = torch.exp(lp - old_lp)
-                a = adv.unsqueeze(1)
-                surr = -torch.min(
-                    ratio * a, torch.clamp(ratio, 1 - config.clip_eps, 1 + config.clip_eps) * a
-                )
-                per_tok = surr
-                if ref_lp is not None:
-                    d = ref_lp - lp
-                    kl = torch.exp(d) - d - 1
-                    per_tok = per_tok + config.beta * kl
-                    kl_v = float(((kl * cmask).sum(1) / n_tok).mean().detach())
-                loss = ((per_tok * cmask).sum(1) / n_tok).mean()
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                opt.step()
-                loss_v = float(loss.detach())
-            rec = {
-                "step": step + 1,
-                "reward_mean": float(r.mean()),
-                "reward_std": float(r.std(unbiased=False)),
-                "format_rate": sum(x.format_ok for x in rewards) / len(rewards),
-                "accuracy": sum(x.correct for x in rewards) / len(rewards),
-                "q_rate": sum(x.q for x in rewards) / len(rewards),
-                "loss": loss_v,
-                "kl": kl_v,
-                "completion_tokens": float(n_tok.float().mean()),
-                "metarm_version": getattr(metarm, "version", None),
-                "metarm_loss": getattr(metarm, "last_loss", None),
-                "seconds": time.perf_counter() - t0,
-                "sample": g_text[0][-300:],
-                "failures": sorted({x.failure for x in rewards if x.failure}),
-            }
-            with log_path.open("a") as f:
-                f.write(json.dumps(rec) + "\n")
-            summary.history.append(rec)
-            summary.steps_done = step + 1
-            prog.advance(task)
-            if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-                path = save_checkpoint(
-                    run_dir,
-                    step + 1,
-                    policy,
-                    tok,
-                    opt,
-                    {
-                        "config": asdict(config),
-                        "kind": "grpo",
-                        "last": rec,
-                        "counts": dict(computer.counts),
-                    },
-                    metarm=metarm,
-                    keep=config.keep,
-                )
-                summary.checkpoint = str(path)
-    return summary

@@ -1,4 +1,4 @@
-"""The policy being trained: loading, chat templating, token log-probabilities."""
+"""The policy being trained: loading (SFT) and chat templating (SFT and GRPO prompts)."""
 
 from __future__ import annotations
 
@@ -38,29 +38,3 @@ def render(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
             msgs, tokenize=False, add_generation_prompt=not prefill, continue_final_message=prefill
         )
     )
-
-
-def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, start: int) -> Any:
-    """Log-probability of each token from position ``start`` on, shape ``(B, T - start)``.
-
-    Position ids follow the attention mask, so left-padded prompts get the same
-    positions as in ``generate``.
-    """
-    import torch
-
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-    ).logits
-    logits = logits[:, start - 1 : -1, :].float()
-    targets = input_ids[:, start:]
-    logp = torch.log_softmax(logits, dim=-1)
-    return logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
-def param_fingerprint(model: Any) -> float:
-    """A cheap scalar that changes when any weight changes (sum of |w| in float64)."""
-    import torch
-
-    with torch.no_grad():
-        return float(sum(p.detach().double().abs().sum() for p in model.parameters()))

@@ -1,14 +1,16 @@
 """Composite rewards of a batch of rollouts, with the online MetaRM (update-then-use).
 
-Used by :mod:`reward.training.grpo` and by the TRL reward functions
-(:mod:`reward.training.trl_rewards`). For each rollout (a row, the generated
-chain text, the candidate order shown):
+Used by the TRL reward functions (:mod:`reward.training.trl_rewards`) that
+:mod:`reward.training.grpo` trains with. For each rollout (a row, the
+generated chain text, the candidate order shown):
 
 1. parse the chain (:func:`reward.parser.parse_chain`) into a verdict and critique;
 2. on rows with a human critique, q from the matcher (only when the verdict is
    right and the format valid);
 3. **update** the MetaRM on this batch's valid-format human-critique rollouts
-   (label y = o + 0.5 q), *then* predict m_hat for correct rows without a critique;
+   (label y = o + 0.5 q), *then* predict m_hat for correct rows without a critique
+   (with several training processes, ``gather`` first collects every process's
+   examples so all copies of the MetaRM take the same update);
 4. assemble the reward: ``nlhf`` (RM-NLHF) or ``cre`` (P-GenRM). For ``cre`` the
    process reward PR is the core-argument F1 against the human critique where
    there is one, else ``clip((m_hat - 1) / 0.5, 0, 1)`` from the MetaRM (0 without one).
@@ -17,7 +19,7 @@ chain text, the candidate order shown):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,12 +69,16 @@ class RewardComputer:
         Optional MetaRM; updated online before it scores rows without a critique.
     online:
         Update the MetaRM on every batch (RM-NLHF's online MetaRM).
+    gather:
+        Optional collective that turns this process's update examples into every
+        process's, in the same order on each (``accelerate.utils.gather_object``).
     """
 
     kind: RewardKind
     matcher: ArgumentMatcher
     metarm: OnlineMetaRM | None = None
     online: bool = True
+    gather: Callable[[list[MetaRMExample]], list[MetaRMExample]] | None = None
     counts: Counter[str] = field(default_factory=Counter)
 
     def verdicts(self, texts: Sequence[str], orders: Sequence[list[int]]) -> list[Verdict]:
@@ -99,6 +105,8 @@ class RewardComputer:
                 for r, v, p in zip(rows, verdicts, procs, strict=True)
                 if has_human_critique(r) and v.format_ok
             ]
+            if self.gather is not None:  # every process must call it, even with nothing to add
+                batch = list(self.gather(batch))
             if batch:
                 self.metarm.update(batch)
                 self.counts["metarm_updates"] += 1
