@@ -82,10 +82,12 @@ class ModelSettings(BaseModel):
     prefill: bool = True
     """Start the assistant turn at PART 2's ``<JSON_START>`` (measured: small CPU models
     then emit parseable scores more often; a trained P-GenRM checkpoint can turn it off)."""
-    readout: bool = True
+    readout: bool = False
     """Score readout (``reward.readout``): read PART 2's scores from the model's distribution
     over 1..10 instead of sampling JSON, so every chain scores (transformers backend only;
-    others ignore it). Measured: small CPU models write valid PART 2 JSON in 0-12% of chains."""
+    others ignore it). Off by default: measured on PrefEval, SmolLM2's read-out chains pick
+    the aligned answer in 40% of pairs against the prior's 96%, and under ``paper`` they
+    would outvote the prior. Turn it on for a trained checkpoint and for measurement."""
     combination: Literal["paper", "blend"] = "paper"
 
 
