@@ -4,7 +4,9 @@ The user's selection sentence (``user_selection``) is the human critique of a
 pair (aligned option vs one other option, sides by a seeded coin); the user's
 earlier preference statement is given to the model as stated preferences. For
 every row the default model (``PGENRM_MODELS__MODEL``, SmolLM2 by default)
-samples m_max evaluation chains with the product's template.
+samples m_max evaluation chains with the product's template: PART 1 (the model's
+critique) is generated, PART 2's scores are read out (``reward.readout``; the
+CPU default, ``--no-readout`` samples the JSON instead).
 
 Reported:
 
@@ -72,7 +74,7 @@ def generate(rows: list[NlhfRow], args: argparse.Namespace, cache: Path) -> dict
     from reward.backends import load_backend
     from reward.scoring import ChainScorer
 
-    key = f"{args.m}|{args.max_new_tokens}|{args.temperature}|{args.seed}"
+    key = f"{args.m}|{args.max_new_tokens}|{args.temperature}|{args.seed}|readout={args.readout}"
     done: dict[str, ScoreResult] = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
@@ -84,7 +86,15 @@ def generate(rows: list[NlhfRow], args: argparse.Namespace, cache: Path) -> dict
         return done
     settings = Settings()
     backend = load_backend(settings.models, settings.models_dir)
-    scorer = ChainScorer(backend, temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    # PART 1 is always generated here: it is the model's critique. With readout the
+    # scores after it are read from the model's 1..10 distribution (reward.readout).
+    scorer = ChainScorer(
+        backend,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        prefill=False,
+        readout=args.readout,
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     with Progress(console=console) as prog, cache.open("a") as f:
         task = prog.add_task(f"chains (m={args.m})", total=len(todo))
@@ -137,6 +147,12 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=1, help="requests per generate call")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--readout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read PART 2 scores from the model's distribution (default) or sample the JSON",
+    )
     ap.add_argument("--out", default=str(REPO / "out" / "nlhf_prefeval.json"))
     args = ap.parse_args()
 
