@@ -81,7 +81,39 @@ class FaustPublisher:
 
 def _record(event: Any) -> Record:
     m = event.message
-    return Record(m.topic, m.partition, m.offset, m.key, m.value)
+    ts = getattr(m, "timestamp", None)
+    return Record(m.topic, m.partition, m.offset, m.key, m.value, float(ts) if ts else None)
+
+
+def transport_class(fetch_max_wait_ms: int) -> type:
+    """faust's aiokafka transport with the worker consumer's ``fetch_max_wait_ms`` set.
+
+    faust-streaming builds the worker's ``AIOKafkaConsumer`` with
+    ``fetch_max_wait_ms=1500`` and no setting to change it; tansu holds an
+    empty Fetch for that long even when records arrive, which put hundreds of
+    ms between a produced request and the worker seeing it. The consumer keeps
+    the value in ``_fetch_max_wait_ms`` until ``start()`` builds its fetcher,
+    so it is replaced right after construction (aiokafka is pinned).
+    """
+    from faust.transport.drivers import aiokafka as drv
+
+    class ConsumerThread(drv.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            if not hasattr(consumer, "_fetch_max_wait_ms"):  # pragma: no cover - aiokafka moved
+                raise RuntimeError("aiokafka has no _fetch_max_wait_ms; check the pinned version")
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    class Consumer(drv.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(drv.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
 
 
 def create_app(
@@ -130,6 +162,7 @@ def create_app(
         # room for a dead letter of max_message_bytes plus its headers
         producer_max_request_size=settings.broker.max_message_bytes + 64 * 1024,
     )
+    app.transport = transport_class(config.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     if runtime is None:
         publisher = FaustPublisher(app)
         runtime = StreamRuntime(settings, publisher=publisher, config=config, group_id=app_id)

@@ -23,13 +23,13 @@ import contextlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infra.codec import dead_letter_message, decode
-from infra.contracts import Contract, FeedbackEvent, RewardRequest
+from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult
 from infra.exceptions import InvalidEventError
 from infra.kafka import encode_value
 from infra.metrics import count_dead_lettered, count_processed
@@ -39,7 +39,7 @@ from prototypes.protocol import UserState
 from stream.api.live import LIVE
 from stream.config import StreamConfig
 from stream.refresher import PersonaRefresher
-from stream.service import ApplyOutcome, PgenrmService
+from stream.service import ApplyOutcome, PgenrmService, StageClock
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None
+    """The record's Kafka timestamp in epoch seconds (producer create time), if known."""
 
 
 class Publisher(Protocol):
@@ -131,11 +133,15 @@ class StreamRuntime:
         self._open_lock = asyncio.Lock()
         self.feedback_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-feedback")
         self.reward_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-reward")
+        self.ledger_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-ledger")
+        self._marks: set[asyncio.Future[None]] = set()
         self.refresher: PersonaRefresher | None = None
         self._refresher_task: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
         self._last_log = time.monotonic()
         self._last_applied = 0
+        self.stage_ms: defaultdict[str, float] = defaultdict(float)
+        """Cumulative ms per ``<path>.<stage>`` (feedback batches, reward requests)."""
 
     # -- lifecycle ----------------------------------------------------------------
     async def service(self) -> PgenrmService:
@@ -189,6 +195,9 @@ class StreamRuntime:
 
     async def stop(self) -> None:
         log.info("pgenrm counters %s", json.dumps(self.snapshot(), sort_keys=True))
+        if self.stage_ms:
+            ms = {k: round(v) for k, v in sorted(self.stage_ms.items())}
+            log.info("pgenrm stage ms (cumulative) %s", json.dumps(ms))
         if self._api is not None:
             self._api.stop()
             self._api = None
@@ -197,12 +206,15 @@ class StreamRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._refresher_task
             self._refresher_task = None
+        if self._marks:  # answered requests are marked before the store closes
+            await asyncio.gather(*list(self._marks), return_exceptions=True)
         if self._service is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.feedback_pool, self._service.close)
             self._service = None
         self.feedback_pool.shutdown(wait=False, cancel_futures=True)
         self.reward_pool.shutdown(wait=False, cancel_futures=True)
+        self.ledger_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- dead letters ---------------------------------------------------------------
     async def dead_letter(self, exc: InvalidEventError) -> None:
@@ -246,6 +258,8 @@ class StreamRuntime:
         sent, so the caller may then let the offsets be committed.
         """
         svc = await self.service()
+        clock = StageClock()
+        lag_ms = _lag_ms(records)
         good: list[tuple[Record, FeedbackEvent]] = []
         for rec in records:
             try:
@@ -261,9 +275,20 @@ class StreamRuntime:
         loop = asyncio.get_running_loop()
         events = [ev for _, ev in good]
         positions = [(r.partition, r.offset) for r, _ in good]
+        clock.lap("decode")
+        apply_ms: dict[str, float] = {}
+        early: list[cf.Future[None]] = []
+
+        def publish_early(outs: list[ApplyOutcome]) -> None:
+            # feedback thread, right after the store write: build the messages here,
+            # send them on the loop while this thread flushes and checkpoints
+            msgs = self._state_messages(svc, outs)
+            early.append(asyncio.run_coroutine_threadsafe(self._send_all(msgs), loop))
+
+        on_applied = publish_early if self.config.publish_states else None
         try:
-            outcomes = await loop.run_in_executor(
-                self.feedback_pool, svc.apply_feedback, events, positions
+            outcomes, apply_ms = await loop.run_in_executor(
+                self.feedback_pool, self._apply, svc, events, positions, on_applied
             )
         except Exception as exc:
             log.warning("feedback batch failed (%s); retrying event by event", exc)
@@ -283,7 +308,6 @@ class StreamRuntime:
                     )
         by_pos = {(r.partition, r.offset): r for r, _ in good}
         last_state: dict[str, UserState] = {}
-        protos: set[int] = set()
         for out in outcomes:
             self.counters[f"feedback_{out.status}"] += 1
             if out.status == "duplicate":
@@ -291,25 +315,97 @@ class StreamRuntime:
                 await self.dead_letter(
                     _invalid(rec, "duplicate_id", f"event_id {out.event_id!r} was already applied")
                 )
-            elif out.status == "applied":
-                if out.state is not None:
-                    last_state[out.user_id] = out.state
-                if out.prototype_id is not None:
-                    protos.add(out.prototype_id)
+            elif out.status == "applied" and out.state is not None:
+                last_state[out.user_id] = out.state
         count_processed(FEEDBACK, sum(1 for o in outcomes if o.status != "duplicate"))
-        if self.config.publish_states:
-            for st in last_state.values():
-                await self._publish_persona(st)
-            for pid in sorted(protos):
-                ps = svc.prototype_state(pid)
-                if ps is not None:
-                    await self.publisher.send(PROTOTYPES, str(pid).encode(), encode_value(ps))
+        clock.lap("apply")
+        for fut in early:
+            await asyncio.wrap_future(fut)
+        if self.config.publish_states and not early and last_state:
+            # the batch was retried event by event: publish what was applied now
+            msgs = await loop.run_in_executor(
+                self.feedback_pool, self._state_messages, svc, outcomes
+            )
+            await self._send_all(msgs)
+        clock.lap("publish")
         await self.publisher.flush()
+        clock.lap("ack")
         if self.refresher is not None:
             for user in last_state:
                 self.refresher.offer(user)
+        self._trace("feedback", len(records), lag_ms, clock.ms, apply_ms)
         self._maybe_log_progress()
         return outcomes
+
+    @staticmethod
+    def _apply(
+        svc: PgenrmService,
+        events: list[FeedbackEvent],
+        positions: list[tuple[int, int]],
+        on_applied: Callable[[list[ApplyOutcome]], None] | None,
+    ) -> tuple[list[ApplyOutcome], dict[str, float]]:
+        """``svc.apply_feedback`` and its stage timings (runs in the feedback thread)."""
+        outcomes = svc.apply_feedback(events, positions, on_applied=on_applied)
+        return outcomes, dict(svc.last_apply_ms)
+
+    @staticmethod
+    def _state_messages(
+        svc: PgenrmService, outcomes: Sequence[ApplyOutcome]
+    ) -> list[tuple[str, bytes, bytes]]:
+        """PersonaState of each user's latest applied state, PrototypeState of each touched one."""
+        last_state: dict[str, UserState] = {}
+        protos: set[int] = set()
+        for out in outcomes:
+            if out.status != "applied":
+                continue
+            if out.state is not None:
+                last_state[out.user_id] = out.state
+            if out.prototype_id is not None:
+                protos.add(out.prototype_id)
+        msgs = [
+            (PERSONAS, uid.encode(), encode_value(svc.persona_state(st)))
+            for uid, st in last_state.items()
+        ]
+        for pid in sorted(protos):
+            ps = svc.prototype_state(pid)
+            if ps is not None:
+                msgs.append((PROTOTYPES, str(pid).encode(), encode_value(ps)))
+        return msgs
+
+    async def _send_all(self, msgs: Sequence[tuple[str, bytes, bytes]]) -> None:
+        for topic, key, value in msgs:
+            await self.publisher.send(topic, key, value)
+
+    def _trace(
+        self,
+        path: str,
+        n: int,
+        lag_ms: float | None,
+        stages: dict[str, float],
+        inner: dict[str, float],
+    ) -> None:
+        """Add stage timings to :attr:`stage_ms`; log them when ``config.trace`` is on.
+
+        ``lag_ms`` is from the oldest record's Kafka timestamp to the start of
+        handling (broker, fetch wait, batching window and queueing behind the
+        previous batch); ``stages`` are the runtime's, ``inner`` the service's.
+        """
+        for k, v in stages.items():
+            self.stage_ms[f"{path}.{k}"] += v
+        for k, v in inner.items():
+            self.stage_ms[f"{path}.{k}"] += v
+        if not self.config.trace:
+            return
+        rec = {
+            "path": path,
+            "t": round(time.time(), 3),
+            "n": n,
+            "lag_ms": None if lag_ms is None else round(lag_ms, 1),
+            "total_ms": round(sum(stages.values()), 1),
+            **{k: round(v, 1) for k, v in stages.items()},
+            **{f"svc_{k}": round(v, 1) for k, v in inner.items()},
+        }
+        log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
 
     def _maybe_log_progress(self, every_s: float = 10.0) -> None:
         now = time.monotonic()
@@ -339,6 +435,8 @@ class StreamRuntime:
         """Answer one reward request once; publish its result keyed by user."""
         svc = await self.service()
         t0 = time.perf_counter()
+        clock = StageClock()
+        lag_ms = _lag_ms([rec])
         try:
             req = self._decode(rec)
         except InvalidEventError as exc:
@@ -347,10 +445,10 @@ class StreamRuntime:
             return None
         assert isinstance(req, RewardRequest)
         loop = asyncio.get_running_loop()
+        clock.lap("decode")
+        score_ms: dict[str, float] = {}
         try:
-            result = await loop.run_in_executor(
-                self.reward_pool, lambda: svc.serve(req, mark=False)
-            )
+            result, score_ms = await loop.run_in_executor(self.reward_pool, self._serve, svc, req)
         except Exception as exc:
             log.exception("reward request %s failed", req.request_id)
             await self.dead_letter(
@@ -364,13 +462,42 @@ class StreamRuntime:
             )
             await self.publisher.flush()
             return None
+        clock.lap("serve")
         await self.publisher.send(REWARDS, req.user_id.encode(), encode_value(result))
         await self.publisher.flush()
-        await loop.run_in_executor(self.reward_pool, svc.mark_answered, req.request_id)
+        clock.lap("publish")
+        # answered: refuse the id from now on; the ledger write (a flush) runs in its own
+        # thread so the next request does not wait for it (a crash in between can at
+        # worst answer a re-sent request twice, as before)
+        svc.note_answered(req.request_id)
+        mark = loop.run_in_executor(self.ledger_pool, svc.mark_answered, req.request_id)
+        self._marks.add(mark)
+        mark.add_done_callback(self._mark_done)
         count_processed(REWARD_REQUESTS)
         LIVE.record_reward(result, source="stream", latency_s=time.perf_counter() - t0)
         self.counters[f"rewards_{result.mode}"] += 1
+        self._trace("reward", 1, lag_ms, clock.ms, score_ms)
         return result
+
+    def _mark_done(self, fut: asyncio.Future[None]) -> None:
+        self._marks.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            self.counters["mark_errors"] += 1
+            log.error("marking a request answered failed: %s", fut.exception())
+
+    @staticmethod
+    def _serve(
+        svc: PgenrmService, req: RewardRequest
+    ) -> tuple[RewardResult | None, dict[str, float]]:
+        """``svc.serve`` (not marked yet) and its stage timings (runs in the reward thread)."""
+        result = svc.serve(req, mark=False)
+        return result, svc.last_score_ms() if result is not None else {}
+
+
+def _lag_ms(records: Sequence[Record]) -> float | None:
+    """Ms from the oldest record's Kafka timestamp to now (None without timestamps)."""
+    stamps = [r.timestamp for r in records if r.timestamp]
+    return (time.time() - min(stamps)) * 1000.0 if stamps else None
 
 
 def _invalid(rec: Record, reason: Any, detail: str) -> InvalidEventError:

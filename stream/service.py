@@ -25,19 +25,26 @@ Per event, in order:
 Answer-once (rewards)
 ---------------------
 :meth:`PgenrmService.serve` skips a ``request_id`` whose ledger key
-``req:<request_id>`` exists (counted as ``requests_repeated``). The key is
-marked after the result is handed back (the agent marks it after publishing),
-so a crash can at worst answer a request twice, never zero times.
+``req:<request_id>`` exists, or that was noted answered and is still being
+written (counted as ``requests_repeated``). The key is marked after the
+result is handed back (the agent notes it at once after publishing and writes
+the ledger in its own thread, off the next request's path), so a crash can at
+worst answer a request twice, never zero times.
 
 Modes and signals
 -----------------
 ``personal`` (history >= 1): prior from the user's direction, ``m`` chains with
 the user's history (``individual``), ``n`` neighbours from the user's prototype
-re-scoring with their own histories (``prototype``). ``cold_start`` (unknown
-user or no history): prior of the prototype nearest to the query (or the
-global prior before any prototype exists) plus the prototype's neighbours'
-chains; never waits for a persona. All chains of one request go to the backend
-in one batched call. ``RewardResult.components`` holds each signal's raw
+re-scoring with their own histories (``prototype``). ``prototype`` (a known user
+without history, made known by :meth:`PgenrmService.register_user`): the
+reward of *their* prototype, the one assigned to them or else the one their
+stated preferences route to (nearest members' queries), i.e. its prior and
+its ``n`` neighbours' chains, independent of the query. ``cold_start`` (unknown
+user, or known with neither history nor profile): prior of the prototype
+nearest to the query (or the global prior before any prototype exists) plus
+that prototype's neighbours' chains; never waits for a persona. All chains
+of one request go to the backend in one batched call.
+``RewardResult.components`` holds each signal's raw
 per-candidate scores (prior: cosine; chains: 1..10), ``scores`` the combination
 (see :mod:`stream.combine`).
 """
@@ -50,7 +57,7 @@ import pickle
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -66,6 +73,7 @@ from infra.contracts import (
     PrototypeState,
     RewardRequest,
     RewardResult,
+    utcnow,
 )
 from infra.settings import Settings
 from prototypes.protocol import Prototype, UserState
@@ -145,6 +153,25 @@ def _fill(scores: Sequence[float | None]) -> list[float] | None:
     return [float(s) if s is not None else mean for s in scores]
 
 
+class StageClock:
+    """Wall time per named stage of one call, in ms (where the time goes).
+
+    >>> c = StageClock()
+    >>> c.lap("read"); c.lap("read"); sorted(c.ms)
+    ['read']
+    """
+
+    def __init__(self) -> None:
+        self._t = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap (or the start) to ``stage``."""
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + (now - self._t) * 1000.0
+        self._t = now
+
+
 class PgenrmService:
     """Feedback application and reward scoring over the durable store.
 
@@ -192,6 +219,12 @@ class PgenrmService:
         self._persona_scorer: Any = None
         self._ms_per_chain: float | None = None
         self._closed = False
+        self.last_apply_ms: dict[str, float] = {}
+        """Stage timings of the latest :meth:`apply_feedback` batch (see :class:`StageClock`)."""
+        self._local = threading.local()
+        self._answering: set[str] = set()
+        """Request ids noted as answered whose ledger mark is not written yet."""
+        self._answering_lock = threading.Lock()
         self.metarm_online: OnlineMetaRM | None = None
         """The MetaRM updated from feedback critiques on served chains (``settings.metarm``)."""
         if settings.metarm.online:
@@ -220,7 +253,8 @@ class PgenrmService:
         from prototypes.stores import open_stores
 
         if embedder is None:
-            embedder = load_embedder(settings.models.embedder)
+            batch = (config or StreamConfig()).embed_batch
+            embedder = load_embedder(settings.models.embedder, batch_size=batch)
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -277,6 +311,7 @@ class PgenrmService:
                 max_new_tokens=m.max_new_tokens,
                 history_size=m.history_size,
                 prefill=m.prefill,
+                readout=m.readout,
             )
         return self._scorer
 
@@ -299,7 +334,6 @@ class PgenrmService:
     @property
     def model_id(self) -> str:
         return self._backend.model_id if self._backend is not None else self.settings.models.model
-                readout=m.readout,
 
     # -- reads -----------------------------------------------------------------
     def user(self, user_id: str) -> UserState | None:
@@ -333,30 +367,39 @@ class PgenrmService:
         self,
         events: Sequence[FeedbackEvent],
         positions: Sequence[tuple[int, int]] | None = None,
+        *,
+        on_applied: Callable[[list[ApplyOutcome]], None] | None = None,
     ) -> list[ApplyOutcome]:
         """Apply a batch of feedback events, exactly once in effect (see module doc).
 
         ``positions[i]`` is ``(partition, offset)`` of ``events[i]`` on the
         feedback topic (None outside Kafka: then only the ledger guards).
         All texts of the new events are embedded in one embedder call.
+        ``on_applied(outcomes)`` is called (in this thread, under the write
+        lock) as soon as the users and prototypes are written to the store,
+        before the flush and the checkpoint make them durable: the stream
+        publishes the new states from there (outputs are at-least-once anyway).
         """
         if positions is not None and len(positions) != len(events):
             raise ValueError("positions must match events")
         if not events:
             return []
         with self._write_lock:
-            return self._apply_locked(events, positions)
+            return self._apply_locked(events, positions, on_applied)
 
     def _apply_locked(
         self,
         events: Sequence[FeedbackEvent],
         positions: Sequence[tuple[int, int]] | None,
+        on_applied: Callable[[list[ApplyOutcome]], None] | None = None,
     ) -> list[ApplyOutcome]:
         from prototypes.user_update import apply_feedback, search_vector
 
+        clock = StageClock()
         users = self.stores.users
         seen = self.stores.ledger.seen([e.event_id for e in events])
         states: dict[str, UserState] = dict(users.get_many(sorted({e.user_id for e in events})))
+        clock.lap("read")
         outcomes: list[ApplyOutcome] = []
         fresh: list[int] = []
         batch_ids: set[str] = set()
@@ -391,6 +434,7 @@ class PgenrmService:
             unique = list(dict.fromkeys(texts))  # repeated texts are embedded once
             row = {t: j for j, t in enumerate(unique)}
             emb = self.embedder.embed(unique)
+            clock.lap("embed")
             for k, i in enumerate(fresh):
                 ev = events[i]
                 out = outcomes[i]
@@ -432,6 +476,7 @@ class PgenrmService:
             self.metarm_online.apply([events[i] for i in fresh], states, self.served)
         # users first (with their offsets), then ledger, prototypes, flush, clusterer:
         # a crash anywhere before the marker is removed triggers a recount on open
+        clock.lap("update")
         if changed:
             users.put_many([(states[u], v) for u, v in changed.items()])
         new_ids = [events[i].event_id for i in fresh] + replay_ids
@@ -439,11 +484,18 @@ class PgenrmService:
             self.stores.ledger.mark(new_ids)
         if fresh:
             self.assigner.persist()
+        clock.lap("upsert")
+        if on_applied is not None and fresh:
+            on_applied(outcomes)
+            clock.lap("on_applied")
         if changed or new_ids:
             self.stores.flush()
+        clock.lap("flush")
         if fresh:
             self.checkpoint()
             marker.unlink(missing_ok=True)
+        clock.lap("checkpoint")
+        self.last_apply_ms = clock.ms
         c = Counter(o.status for o in outcomes)
         self.counters.update({f"feedback_{k}": v for k, v in c.items()})
         return outcomes
@@ -506,6 +558,47 @@ class PgenrmService:
             self.counters["personas_stored"] += 1
             return st
 
+    def register_user(
+        self,
+        user_id: str,
+        *,
+        stated_preferences: str | None = None,
+        prototype_id: int | None = None,
+    ) -> UserState:
+        """Make ``user_id`` known before any feedback (onboarding): ``prototype`` mode.
+
+        A known user without a preference triple is scored in ``prototype`` mode
+        (see :meth:`score`): ``prototype_id`` assigns them to a prototype (an
+        onboarding quiz, an operator); otherwise ``stated_preferences`` route
+        them at scoring time to the prototype whose members' queries are
+        nearest. The assignment adds nothing to the prototype's statistics; the
+        user's first feedback assigns them for real (``personal`` mode from then).
+
+        Raises
+        ------
+        StreamError
+            ``prototype_id`` does not exist, or the user already has history
+            (their prototype follows their feedback).
+        """
+        from prototypes.user_update import search_vector
+
+        with self._write_lock:
+            st = self.stores.users.get(user_id) or UserState(user_id=user_id)
+            update: dict[str, Any] = {"updated_at": utcnow()}
+            if stated_preferences is not None:
+                update["stated_preferences"] = stated_preferences
+            if prototype_id is not None:
+                if st.history:
+                    raise StreamError(f"user {user_id!r} has history: its prototype follows it")
+                if self.stores.prototypes.get(prototype_id) is None:
+                    raise StreamError(f"no prototype {prototype_id}")
+                update["prototype_id"] = prototype_id
+            st = st.model_copy(update=update)
+            self.stores.users.put(st, search_vector(st))
+            self.stores.flush()
+            self.counters["users_registered"] += 1
+            return st
+
     def refresh_persona(self, user_id: str) -> UserState | None:
         """Generate and store the PART 1 persona of ``user_id`` when it is stale.
 
@@ -536,11 +629,14 @@ class PgenrmService:
 
         The served reward is logged so later feedback can score it. With
         ``mark=False`` the caller marks the id after publishing
-        (:meth:`mark_answered`).
+        (:meth:`note_answered` at once, :meth:`mark_answered` when convenient).
+        The check takes no lock (like :meth:`score`'s reads), so a request
+        never waits for a feedback batch or a ledger flush.
         """
         key = request_key(request.request_id)
-        with self._write_lock:
-            repeated = bool(self.stores.ledger.seen([key]))
+        with self._answering_lock:
+            pending = request.request_id in self._answering
+        repeated = pending or bool(self.stores.ledger.seen([key]))
         if repeated:
             self.counters["requests_repeated"] += 1
             return None
@@ -565,10 +661,23 @@ class PgenrmService:
         self.counters["requests_answered"] += 1
         return result
 
+    def note_answered(self, request_id: str) -> None:
+        """Count ``request_id`` as answered now; its durable mark may follow later.
+
+        Lets the stream publish a result, note it (cheap) and write the ledger
+        (:meth:`mark_answered`, a flush) off the request path: a repeated id
+        is refused in between all the same.
+        """
+        with self._answering_lock:
+            self._answering.add(request_id)
+
     def mark_answered(self, request_id: str) -> None:
+        """Write ``request_id`` to the ledger durably (answer-once across restarts)."""
         with self._write_lock:
             self.stores.ledger.mark([request_key(request_id)])
             self.stores.ledger.flush()
+        with self._answering_lock:
+            self._answering.discard(request_id)
 
     @staticmethod
     def _combination_used(result: RewardResult) -> str:
@@ -599,6 +708,7 @@ class PgenrmService:
             request is appended (the online MetaRM keeps the served chains).
         """
         t0 = time.perf_counter()
+        clock = StageClock()
         how: Combination = combination or self.settings.models.combination
         wanted = set(SIGNALS) if signals is None else set(signals)
         if not wanted <= set(SIGNALS):
@@ -615,8 +725,16 @@ class PgenrmService:
 
         state = self.user(request.user_id)
         personal = state is not None and state.history_size >= 1
-        emb = self.embedder.embed([_query_text(request.context), *request.candidates])
-        e_query, cand = emb[0], emb[1:]
+        # a known user without history: their assigned prototype, else route by their profile
+        assigned = None if state is None or personal else self._assigned_prototype(state)
+        profile = None
+        if state is not None and not personal and assigned is None:
+            profile = state.stated_preferences or state.persona
+        clock.lap("state")
+        texts = [_query_text(request.context), *request.candidates]
+        emb = self.embedder.embed([*texts, profile] if profile else texts)
+        e_query, cand = emb[0], emb[1 : len(texts)]
+        clock.lap("embed")
         proto: Prototype | None = None
         if personal:
             assert state is not None
@@ -626,11 +744,26 @@ class PgenrmService:
                 proto = self.stores.prototypes.get(state.prototype_id)
             vector = search_vector(state)
         else:
-            mode = "cold_start"
-            proto, z = cold_start_prior(self.stores.prototypes, e_query, self.refiner)
-            if z is None:
-                z = global_prior(self.stores.prototypes)
-                notes.append("no prototype yet: global prior")
+            if profile:
+                assigned = self._nearest_prototype(emb[len(texts)])
+                if assigned is not None:
+                    notes.append("prototype routed by the user's stated preferences")
+            elif assigned is not None:
+                notes.append("prototype assigned to the user")
+            if assigned is not None:
+                mode = "prototype"
+                proto, z = assigned, self._prototype_prior(assigned, e_query)
+                if z is None:
+                    z = global_prior(self.stores.prototypes)
+                    notes.append("prototype without a prior yet: global prior")
+            else:
+                mode = "cold_start"
+                if state is not None:
+                    notes.append("known user without history or profile: routed by the query")
+                proto, z = cold_start_prior(self.stores.prototypes, e_query, self.refiner)
+                if z is None:
+                    z = global_prior(self.stores.prototypes)
+                    notes.append("no prototype yet: global prior")
             vector = np.asarray(proto.centroid, dtype=np.float32) if proto is not None else None
 
         components: dict[str, list[float]] = {}
@@ -658,6 +791,7 @@ class PgenrmService:
             )
             nbrs = [u for u in found if u.history and u.user_id != request.user_id][:n]
             reqs += [self._chain_request(request, u, 1) for u in nbrs]
+        clock.lap("route")
         results: list[ScoreResult] | None = None
         model_ms = 0.0
         degraded = False
@@ -666,6 +800,7 @@ class PgenrmService:
             reqs, own, nbrs = [], False, []
         if reqs:
             results, model_ms, degraded = self._generate(reqs, deadline_ms, t0)
+            clock.lap("model")
             if chains_out is not None and results is not None:
                 srcs = ["individual"] * int(own) + ["prototype"] * len(nbrs)
                 chains_out.extend(zip(srcs, results, strict=True))
@@ -711,7 +846,10 @@ class PgenrmService:
         rk = ranks(final)
         critiques = [h.critique for h in (state.history if state else []) if h.critique]
         notes.append(f"model_ms={model_ms:.1f}")
+        notes.append(f"embed_ms={clock.ms.get('embed', 0.0):.1f}")
         latency_ms = (time.perf_counter() - t0) * 1000.0
+        clock.lap("combine")
+        self._local.score_ms = clock.ms
         self.counters[f"rewards_{mode}"] += 1
         if degraded:
             self.counters["rewards_degraded"] += 1
@@ -741,6 +879,61 @@ class PgenrmService:
             model_id=self.model_id,
             latency_ms=latency_ms,
         )
+
+    def _assigned_prototype(self, state: UserState) -> Prototype | None:
+        """The prototype recorded on ``state`` when it still exists (a rebuild may drop it)."""
+        if state.prototype_id is None:
+            return None
+        return self.stores.prototypes.get(state.prototype_id)
+
+    def _nearest_prototype(self, e_profile: np.ndarray) -> Prototype | None:
+        """The prototype whose members' queries are nearest to a user's profile text."""
+        hits = self.stores.prototypes.nearest(np.asarray(e_profile), by="query_centroid", limit=1)
+        return hits[0][0] if hits else None
+
+    def _prototype_prior(self, proto: Prototype, e_query: np.ndarray) -> np.ndarray | None:
+        """``z`` of ``proto`` for this query: refined when the refiner knows it, else stored."""
+        if self.refiner is not None and proto.refined and self.refiner.knows(proto.prototype_id):
+            z: np.ndarray = self.refiner.z_prototype(proto.prototype_id, e_query)
+            return z
+        return np.asarray(proto.z, dtype=np.float64) if proto.z else None
+
+    def last_score_ms(self) -> dict[str, float]:
+        """Stage timings of the latest :meth:`score` call made by this thread."""
+        return dict(getattr(self._local, "score_ms", {}))
+
+    def _own_chain_scores(
+        self,
+        request: RewardRequest,
+        state: UserState | None,
+        own: ScoreResult,
+        notes: list[str],
+    ) -> list[float | None]:
+        """The own chains' per-candidate means, MetaRM-weighted when that is on and trained.
+
+        With ``settings.metarm.weighted`` and a MetaRM that has seen at least one
+        critique (version > 0), each valid chain counts with the MetaRM's predicted
+        quality of its critique (RM-NLHF's weighting, :mod:`reward.nlhf.weighting`).
+        """
+        online = self.metarm_online
+        if not (self.settings.metarm.weighted and online is not None and online.version > 0):
+            return list(own.scores)
+        if sum(1 for c in own.chains if c.ok) < 2:
+            return list(own.scores)
+        from reward.nlhf.weighting import metarm_weighted_scores
+        from reward.prompts import format_query
+        from stream.metarm_online import metarm_context
+
+        stated = state.stated_preferences if state is not None else None
+        weighted = metarm_weighted_scores(
+            own,
+            online,
+            context=metarm_context(format_query(request.context), stated),
+            candidates=request.candidates,
+        )
+        notes.append(f"metarm_weighted=v{online.version}")
+        self.counters["rewards_metarm_weighted"] += 1
+        return weighted
 
     def _chain_request(self, request: RewardRequest, owner: UserState, m: int) -> ScoreRequest:
         h = self.settings.models.history_size
@@ -790,43 +983,6 @@ class PgenrmService:
         self._closed = True
         self._gen.shutdown()
         try:
-    def last_score_ms(self) -> dict[str, float]:
-        """Stage timings of the latest :meth:`score` call made by this thread."""
-        return dict(getattr(self._local, "score_ms", {}))
-
-    def _own_chain_scores(
-        self,
-        request: RewardRequest,
-        state: UserState | None,
-        own: ScoreResult,
-        notes: list[str],
-    ) -> list[float | None]:
-        """The own chains' per-candidate means, MetaRM-weighted when that is on and trained.
-
-        With ``settings.metarm.weighted`` and a MetaRM that has seen at least one
-        critique (version > 0), each valid chain counts with the MetaRM's predicted
-        quality of its critique (RM-NLHF's weighting, :mod:`reward.nlhf.weighting`).
-        """
-        online = self.metarm_online
-        if not (self.settings.metarm.weighted and online is not None and online.version > 0):
-            return list(own.scores)
-        if sum(1 for c in own.chains if c.ok) < 2:
-            return list(own.scores)
-        from reward.nlhf.weighting import metarm_weighted_scores
-        from reward.prompts import format_query
-        from stream.metarm_online import metarm_context
-
-        stated = state.stated_preferences if state is not None else None
-        weighted = metarm_weighted_scores(
-            own,
-            online,
-            context=metarm_context(format_query(request.context), stated),
-            candidates=request.candidates,
-        )
-        notes.append(f"metarm_weighted=v{online.version}")
-        self.counters["rewards_metarm_weighted"] += 1
-        return weighted
-
             with self._write_lock:
                 self.checkpoint()
                 self.stores.flush()

@@ -126,3 +126,53 @@ def test_reward_agent_answers_once_and_dead_letters_bad_requests(
     assert results[0].mode == "cold_start"
     assert [k for t, k, _, _ in pub.sent if t == REWARDS] == [b"alice"]
     assert sorted(_dlq_reasons(pub, REWARD_REQUESTS)) == ["candidate_count", "duplicate_id"]
+
+
+def test_reward_agent_serves_a_registered_user_in_prototype_mode(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher],
+) -> None:
+    app, rt, pub = harness
+    svc = rt._service
+    assert svc is not None
+    svc.apply_feedback([fb(f"p{i}", f"member{i % 2}", query=f"question {i}") for i in range(4)])
+    member = svc.user("member0")
+    assert member is not None and member.prototype_id is not None
+    svc.register_user("newcomer", prototype_id=member.prototype_id)
+    req = RewardRequest(
+        request_id="rq-proto",
+        user_id="newcomer",
+        context=[ChatMessage(role="user", content="Plan my weekend")],
+        candidates=["A long plan with many details and caveats.", "Hike, then dinner."],
+    )
+
+    async def main() -> None:
+        async with app.agents["rewards"].test_context() as ctx:
+            await ctx.put(value=encode_value(req), key=b"newcomer", partition=0)
+
+    asyncio.run(main())
+    results = [RewardResult.model_validate_json(v) for v in pub.on(REWARDS)]  # type: ignore[arg-type]
+    assert [(r.request_id, r.mode, r.prototype_id) for r in results] == [
+        ("rq-proto", "prototype", member.prototype_id)
+    ]
+    assert rt.counters["rewards_prototype"] == 1
+    assert rt.stage_ms["reward.serve"] > 0  # stage timings are kept per path
+
+
+def test_worker_consumer_fetch_wait_comes_from_the_config(svc_settings: Settings) -> None:
+    # faust hard-codes fetch_max_wait_ms=1500 (tansu then holds empty fetches that long)
+    cfg = StreamConfig(fetch_max_wait_ms=20, persona_refresh=False, load_backend=False)
+    settings = svc_settings.model_copy(
+        update={"broker": svc_settings.broker.model_copy(update={"urls": "127.0.0.1:1"})}
+    )
+    rt = StreamRuntime(settings, publisher=MemoryPublisher(), config=cfg)
+    app = create_app(settings, config=cfg, runtime=rt, app_id="pgenrm-fetch-wait")
+
+    async def main() -> int:
+        thread = app.consumer._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(main()) == 20

@@ -11,7 +11,8 @@ import pytest
 from infra.contracts import ChatMessage, RewardOverrides, RewardRequest, RewardResult
 from infra.settings import Settings
 from stream.config import StreamConfig
-from stream.service import PgenrmService
+from stream.exceptions import StreamError
+from stream.service import PgenrmService, request_key
 from tests.stream.helpers import CONCISE, VERBOSE, fb
 
 
@@ -128,6 +129,92 @@ def test_prior_only_reward_cold_start_then_personal(service: PgenrmService) -> N
         service.score(request("q4", "x"), signals={"vibes"})
 
 
+TRIP = [
+    "How do I plan a trip to Rome?",
+    "What should I pack for a weekend away?",
+    "Which train pass is best for Europe?",
+    "How early should I book flights?",
+]
+COOK = [
+    "How do I make a risotto?",
+    "What spices go with lentils?",
+    "How long should I roast vegetables?",
+    "How do I bake sourdough bread?",
+]
+
+
+def _two_tastes(service: PgenrmService) -> tuple[int, int]:
+    """Concise travellers and verbose cooks; returns their prototype ids (distinct)."""
+    evs = []
+    for u in range(3):
+        evs += [fb(f"c{u}-{i}", f"concise{u}", query=q) for i, q in enumerate(TRIP)]
+        evs += [
+            fb(f"v{u}-{i}", f"verbose{u}", query=q, chosen=VERBOSE, rejected=CONCISE)
+            for i, q in enumerate(COOK)
+        ]
+    service.apply_feedback(evs)
+    concise, verbose = service.user("concise0"), service.user("verbose0")
+    assert concise is not None and verbose is not None
+    assert concise.prototype_id is not None and verbose.prototype_id is not None
+    assert concise.prototype_id != verbose.prototype_id
+    return concise.prototype_id, verbose.prototype_id
+
+
+def test_prototype_mode_for_a_known_user_without_history(service: PgenrmService) -> None:
+    from prototypes.prior import prior_scores
+
+    p_concise, p_verbose = _two_tastes(service)
+    # a stranger asking about a weekend away is routed by the query: the travellers
+    stranger = service.score(request("s1", "stranger"), signals={"prior"})
+    assert (stranger.mode, stranger.prototype_id) == ("cold_start", p_concise)
+    assert min(stranger.scores, key=lambda c: c.rank).index == 1  # concise
+    # a user onboarded into the cooks' prototype gets the cooks' reward for the same request
+    st = service.register_user("onboarded", prototype_id=p_verbose)
+    assert st.history_size == 0 and st.prototype_id == p_verbose
+    res = service.serve(request("o1", "onboarded"))
+    assert res is not None
+    assert (res.mode, res.prototype_id, res.samples_used) == ("prototype", p_verbose, 0)
+    assert "prototype assigned to the user" in res.explanation.notes
+    assert min(res.scores, key=lambda c: c.rank).index == 0  # verbose
+    proto = service.stores.prototypes.get(p_verbose)
+    assert proto is not None and proto.size == 3  # the assignment counts nothing
+    cand = service.embedder.embed(request("o1", "onboarded").candidates)
+    expected = prior_scores(np.asarray(proto.z), cand)
+    assert np.allclose(res.components["prior"], expected, atol=1e-5)
+    # stated preferences alone route to the prototype whose members ask such things
+    service.register_user(
+        "home-cook", stated_preferences="I cook at home: recipes, spices, baking and roasting."
+    )
+    cook = service.score(request("h1", "home-cook"), signals={"prior"})
+    assert (cook.mode, cook.prototype_id) == ("prototype", p_verbose)
+    assert "prototype routed by the user's stated preferences" in cook.explanation.notes
+    # known with neither history nor profile: the query routes, as for a stranger
+    service.register_user("blank")
+    blank = service.score(request("b1", "blank"), signals={"prior"})
+    assert (blank.mode, blank.prototype_id) == ("cold_start", p_concise)
+    # the served prototype-mode reward is judged by the user's first feedback, which
+    # makes the user personal
+    out = service.apply_feedback(
+        [
+            fb(
+                "o-fb",
+                "onboarded",
+                chosen=request("o1", "x").candidates[0],
+                rejected=request("o1", "x").candidates[1],
+                request_id="o1",
+            )
+        ]
+    )
+    assert (out[0].reward_outcome, out[0].reward_mode) == ("correct", "prototype")
+    after = service.score(request("o2", "onboarded"), signals={"prior"})
+    assert after.mode == "personal"
+    with pytest.raises(StreamError):
+        service.register_user("onboarded", prototype_id=p_concise)  # has history now
+    with pytest.raises(StreamError):
+        service.register_user("nobody", prototype_id=9999)
+    assert service.counters["rewards_prototype"] == 2
+
+
 def test_answer_once_and_outcome_recorded_per_prototype(service: PgenrmService) -> None:
     service.apply_feedback([fb(f"s{i}", "sam", query=f"q{i}") for i in range(3)])
     req = request("r-1", "sam")
@@ -153,6 +240,23 @@ def test_answer_once_and_outcome_recorded_per_prototype(service: PgenrmService) 
     # feedback naming an unknown request is counted, not fatal
     service.apply_feedback([fb("s-x", "sam", request_id="nope")])
     assert service.counters["outcomes_unknown_request"] == 1
+
+
+def test_a_noted_request_is_refused_before_and_after_its_ledger_write(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    with PgenrmService.open(svc_settings, embedder=embedder, config=stream_config) as svc:
+        req = request("n-1", "nora")
+        assert svc.serve(req, mark=False) is not None
+        assert svc.serve(req, mark=False) is not None  # neither noted nor marked: answered again
+        svc.note_answered("n-1")  # the stream notes it right after publishing
+        assert svc.serve(req, mark=False) is None
+        assert not svc.stores.ledger.seen([request_key("n-1")])  # not written yet
+        svc.mark_answered("n-1")  # the ledger write, off the request path
+        assert svc.serve(req, mark=False) is None
+        assert svc.counters["requests_repeated"] == 2
+    with PgenrmService.open(svc_settings, embedder=embedder, config=stream_config) as again:
+        assert again.serve(request("n-1", "nora")) is None  # durable across a restart
 
 
 def test_deadline_without_time_for_generation_answers_prior_only(
@@ -203,6 +307,16 @@ def test_generative_reward_with_smollm2(
         cold = svc.score(request("gen-2", "stranger"))
         assert cold.mode == "cold_start" and cold.samples_used == 0
         assert "individual" not in cold.components
+        # an onboarded user: the prototype's neighbours' chains, no own chains
+        svc.register_user("onboarded", prototype_id=known.prototype_id)
+        onb = svc.score(request("gen-4", "onboarded"))
+        assert (onb.mode, onb.prototype_id, onb.samples_used) == (
+            "prototype",
+            known.prototype_id,
+            0,
+        )
+        assert "individual" not in onb.components
+        assert onb.neighbours_used == 1 or onb.parse_failures > 0  # a neighbour's chain ran
         # persona for the refresher
         st = svc.refresh_persona("g0")
         assert st is not None and st.persona and st.persona_version == st.version
