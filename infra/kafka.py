@@ -102,6 +102,9 @@ def consumer_kwargs(settings: Settings, group_id: str | None) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": max(settings.broker.max_message_bytes, 1_048_576),
+        # kafka-python waits 500 ms on an empty fetch by default; a reply reader (pgenrm
+        # request-reward, the HTTP API) then sees a result up to that late.
+        "fetch_max_wait_ms": 20,
     }
 
 
