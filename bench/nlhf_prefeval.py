@@ -314,10 +314,10 @@ def main() -> int:
         "MetaRM held-out Pearson / Spearman",
         f"{fmt(agree.get('pearson'))} / {fmt(agree.get('spearman'))}",
     )
-    for k, v in acc.items():
+    for m_key, row in acc.items():
         t.add_row(
-            f"accuracy {k}: plain / MetaRM-weighted",
-            f"{fmt(v['plain'])} / {fmt(v['metarm_weighted'])}",
+            f"accuracy {m_key}: plain / MetaRM-weighted",
+            f"{fmt(row['plain'])} / {fmt(row['metarm_weighted'])}",
         )
     t.add_row("generation seconds", f"{gen_s:.0f}")
     console.print(t)

@@ -98,9 +98,7 @@ def _candidate_count_error(exc: ValidationError) -> str | None:
     for err in exc.errors():
         loc = err.get("loc", ())
         if loc and loc[0] == "candidates" and err.get("type") in ("too_short", "too_long"):
-            return (
-                f"candidates must number {MIN_CANDIDATES}..{MAX_CANDIDATES}: {err.get('msg')}"
-            )
+            return f"candidates must number {MIN_CANDIDATES}..{MAX_CANDIDATES}: {err.get('msg')}"
     return None
 
 
@@ -321,8 +319,10 @@ class DeadLetterPolicy:
         if action == "skip":
             self.skipped += 1
             reason = exc.reason if isinstance(exc, InvalidEventError) else "processing_error"
-            topic = exc.topic if isinstance(exc, InvalidEventError) else getattr(
-                record, "topic", "other"
+            topic = (
+                exc.topic
+                if isinstance(exc, InvalidEventError)
+                else getattr(record, "topic", "other")
             )
             count_skipped(topic, reason)
             log.info("skipped %s", exc)

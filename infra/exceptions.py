@@ -108,7 +108,12 @@ class InvalidEventError(PgenrmError):
     ) -> InvalidEventError:
         """The same error, located at ``partition``/``offset`` (and ``key``)."""
         return InvalidEventError(
-            self.reason, self.detail, self.topic, partition, offset, self.value,
+            self.reason,
+            self.detail,
+            self.topic,
+            partition,
+            offset,
+            self.value,
             key=key if key is not None else self.key,
         )
 

@@ -165,7 +165,9 @@ def ensure_topics(
                 if counts.get(spec.name) not in (None, spec.partitions):
                     log.warning(
                         "topic %s has %s partitions, settings ask for %s; leaving it",
-                        spec.name, counts[spec.name], spec.partitions,
+                        spec.name,
+                        counts[spec.name],
+                        spec.partitions,
                     )
         if created:
             log.info("created topics: %s", ", ".join(created))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from stream.evaluation.metrics import PairOutcome, macro, outcome, summarize, swap_consistency
 
@@ -33,9 +34,9 @@ def test_hand_computed_summary() -> None:
     assert (s["correct"], s["wrong"], s["ties"], s["failures"]) == (3, 1, 1, 1)
     assert s["accuracy"] == (3 + 0.5) / 6
     assert s["accuracy_strict"] == 3 / 6
-    assert math.isclose(s["macro_user"], (2.5 / 3 + 0 + 0.5) / 3)
+    assert math.isclose(cast(float, s["macro_user"]), (2.5 / 3 + 0 + 0.5) / 3)
     # prototype 0 pools a and b: 2.5 / 4; prototype 1: 0.5
-    assert math.isclose(s["macro_prototype"], (2.5 / 4 + 0.5) / 2)
+    assert math.isclose(cast(float, s["macro_prototype"]), (2.5 / 4 + 0.5) / 2)
     assert s["per_prototype"] == {"0": 0.625, "1": 0.5}
 
 

@@ -12,7 +12,7 @@ from stream.evaluation.exceptions import ResumeMismatchError
 from .conftest import WordService
 
 
-def _factory(svc: WordService):  # type: ignore[no-untyped-def]
+def _factory(svc: WordService):
     return lambda data_dir: svc
 
 
@@ -129,7 +129,7 @@ def test_resume_refuses_other_configuration(prefeval_dir: Path, tmp_path: Path) 
 
 def test_scorer_errors_are_counted_not_dropped(prefeval_dir: Path, tmp_path: Path) -> None:
     class Flaky(WordService):
-        def score(self, request, **kw):  # type: ignore[no-untyped-def]
+        def score(self, request, **kw):
             if "lifestyle" in request.user_id:
                 raise ValueError("backend exploded")
             return super().score(request, **kw)

@@ -29,14 +29,14 @@ def smollm2_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def embedder():  # type: ignore[no-untyped-def]
+def embedder():
     from prototypes.embedder import load_embedder
 
     return load_embedder("minilm")
 
 
 @pytest.fixture
-def matcher(embedder):  # type: ignore[no-untyped-def]
+def matcher(embedder):
     from reward.nlhf.matchers import EmbeddingMatcher
 
     return EmbeddingMatcher(embedder)

@@ -86,11 +86,11 @@ HUMAN = (
 )
 
 
-def score(matcher, gen: str, human: str = HUMAN):  # type: ignore[no-untyped-def]
+def score(matcher, gen: str, human: str = HUMAN):
     return matcher.score(gen, human, context="Hotels in Las Vegas?", response_a=A, response_b=B)
 
 
-def test_embedding_matcher_good_critique(matcher) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_matcher_good_critique(matcher) -> None:
     r = score(
         matcher,
         "Response A is a tranquil spa retreat, which suits a quiet stay. "
@@ -99,14 +99,14 @@ def test_embedding_matcher_good_critique(matcher) -> None:  # type: ignore[no-un
     assert r.q == 1 and r.tp == 2
 
 
-def test_embedding_matcher_repetition(matcher) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_matcher_repetition(matcher) -> None:
     r = score(
         matcher, "Response A is a tranquil spa retreat. Response A is a tranquil spa retreat."
     )
     assert r.repetition and r.f1 == 0.0
 
 
-def test_embedding_matcher_stance_mismatch(matcher) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_matcher_stance_mismatch(matcher) -> None:
     # Talks about the same things but argues for B.
     r = score(
         matcher,
@@ -116,12 +116,12 @@ def test_embedding_matcher_stance_mismatch(matcher) -> None:  # type: ignore[no-
     assert r.tp == 0 and r.f1 == 0.0
 
 
-def test_embedding_matcher_unrelated_critique(matcher) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_matcher_unrelated_critique(matcher) -> None:
     r = score(matcher, "Response A uses correct grammar and complete sentences throughout.")
     assert r.q == 0
 
 
-def test_embedding_matcher_fatal_error(matcher) -> None:  # type: ignore[no-untyped-def]
+def test_embedding_matcher_fatal_error(matcher) -> None:
     human = (
         "Response B is factually incorrect: the Palms closed years ago. "
         "Response A is also nicely written."

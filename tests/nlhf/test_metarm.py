@@ -21,7 +21,7 @@ GOOD = "Response A is tranquil, which fits someone avoiding noise. Response B is
 BAD = "Response B has great parties and nightlife, so it is the better choice."
 
 
-def test_online_update_moves_prediction_toward_label(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_online_update_moves_prediction_toward_label(embedder) -> None:
     m = MetaRM(embedder, seed=0)
     up = MetaRMExample(CTX, A, B, GOOD, 1.5)
     down = MetaRMExample(CTX, A, B, BAD, 0.0)
@@ -37,7 +37,7 @@ def test_online_update_moves_prediction_toward_label(embedder) -> None:  # type:
     assert m.version == 5
 
 
-def test_save_load_keeps_predictions_and_version(embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_save_load_keeps_predictions_and_version(embedder, tmp_path: Path) -> None:
     m = MetaRM(embedder, seed=1)
     m.update([MetaRMExample(CTX, A, B, GOOD, 1.5), MetaRMExample(CTX, A, B, BAD, 0.0)])
     m.save(tmp_path / "mrm")
@@ -54,19 +54,21 @@ def test_save_load_keeps_predictions_and_version(embedder, tmp_path: Path) -> No
         MetaRM.load(tmp_path / "missing", embedder)
 
 
-def test_label_example(hotel_row: NlhfRow, matcher) -> None:  # type: ignore[no-untyped-def]
+def test_label_example(hotel_row: NlhfRow, matcher) -> None:
     crit = (
         "Response A is a tranquil spa retreat, ideal for a calm stay. "
         "Response B is too loud and party-focused."
     )
     good = label_example(hotel_row, Verdict(True, "A", crit), matcher)
     wrong = label_example(hotel_row, Verdict(True, "B", BAD), matcher)
-    assert good is not None and good.label == 1.5 and hotel_row.human_critique not in good.critique
+    assert good is not None and good.label == 1.5
+    assert hotel_row.human_critique is not None
+    assert hotel_row.human_critique not in good.critique
     assert wrong is not None and wrong.label == 0.0
     assert label_example(hotel_row, Verdict(False, None, "", "no_json"), matcher) is None
 
 
-def test_cold_start_generalises_to_held_out_users(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_cold_start_generalises_to_held_out_users(embedder) -> None:
     """Critiques that argue for the response fitting the stated need get 1.5, others 0."""
     items = [
         ("I hate noise.", "A quiet spa hotel.", "A party hotel.", "quiet", "party"),

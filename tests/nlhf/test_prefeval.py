@@ -28,7 +28,7 @@ def test_rows_have_critiques_and_balanced_sides(shared_prefeval: Path) -> None:
 
 def test_a_chain_restating_the_users_reasons_earns_the_process_reward(
     shared_prefeval: Path,
-    matcher,  # type: ignore[no-untyped-def]
+    matcher,
 ) -> None:
     """End to end through the flag: critique rows give q = 1 to a chain that argues as the user
     did, and q = 0 to the same chain with the verdict flipped (wrong verdict, no F1)."""

@@ -20,13 +20,13 @@ GOOD = (
 )
 
 
-def test_gating(hotel_row: NlhfRow, matcher) -> None:  # type: ignore[no-untyped-def]
+def test_gating(hotel_row: NlhfRow, matcher) -> None:
     calls = []
 
     class Spy:
         name = "spy"
 
-        def score(self, *a, **k):  # type: ignore[no-untyped-def]
+        def score(self, *a, **k):
             calls.append(a)
             return matcher.score(*a, **k)
 
@@ -42,7 +42,7 @@ def test_gating(hotel_row: NlhfRow, matcher) -> None:  # type: ignore[no-untyped
     assert pr.computed and pr.q == 1 and len(calls) == 1
 
 
-def test_critique_rows_really_yield_nonzero_process_reward(hotel_row: NlhfRow, matcher) -> None:  # type: ignore[no-untyped-def]
+def test_critique_rows_really_yield_nonzero_process_reward(hotel_row: NlhfRow, matcher) -> None:
     """The released RM-NLHF code gave q = 0 on every row through a flag mismatch."""
     assert has_human_critique(hotel_row) and hotel_row.to_dict()[HUMAN_CRITIQUE_FLAG] is True
     computer = RewardComputer("nlhf", matcher)
@@ -100,7 +100,7 @@ class ScriptedJudge:
         n=1,
         temperature=1.0,
         max_tokens=384,
-        stop=None,  # type: ignore[no-untyped-def]
+        stop=None,
         logprobs=False,
         seed=None,
     ):

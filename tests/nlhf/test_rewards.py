@@ -23,7 +23,7 @@ from reward.nlhf.rewards import composite_label, cre_reward, group_advantages, n
         (True, False, False, 0, 1.5, 0.0),
     ],
 )
-def test_nlhf_reward_table(format_ok, correct, has_critique, q, metarm, expected) -> None:  # type: ignore[no-untyped-def]
+def test_nlhf_reward_table(format_ok, correct, has_critique, q, metarm, expected) -> None:
     got = nlhf_reward(
         format_ok=format_ok, correct=correct, has_critique=has_critique, q=q, metarm=metarm
     )
@@ -42,7 +42,7 @@ def test_nlhf_reward_table(format_ok, correct, has_critique, q, metarm, expected
         (2.0, 1, False, 1.5),  # PR is clipped to [0, 1]
     ],
 )
-def test_cre_reward_table(pr, outcome, format_error, expected) -> None:  # type: ignore[no-untyped-def]
+def test_cre_reward_table(pr, outcome, format_error, expected) -> None:
     assert cre_reward(pr=pr, outcome=outcome, format_error=format_error) == pytest.approx(expected)
 
 

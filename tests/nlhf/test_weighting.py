@@ -46,7 +46,7 @@ def test_weighting_follows_the_better_critique() -> None:
     assert ws[0] is not None and ws[1] is not None and ws[0] > ws[1]
 
 
-def test_with_a_real_metarm(embedder) -> None:  # type: ignore[no-untyped-def]
+def test_with_a_real_metarm(embedder) -> None:
     res = aggregate([chain([8.0, 2.0], "Response 1 is quiet."), chain(None, "x")], 2, samples=2)
     ws = metarm_weighted_scores(res, MetaRM(embedder), context="q", candidates=["a", "b"])
     assert ws == pytest.approx([8.0, 2.0])

@@ -13,7 +13,11 @@ def test_debounce_coalesces_a_burst_into_one_refresh() -> None:
     calls: list[str] = []
 
     async def main() -> None:
-        r = PersonaRefresher(lambda u: calls.append(u) or u, debounce_s=0.2)
+        def refresh(u: str) -> str:
+            calls.append(u)
+            return u
+
+        r = PersonaRefresher(refresh, debounce_s=0.2)
         task = asyncio.ensure_future(r.run())
         for _ in range(5):
             r.offer("u1")
