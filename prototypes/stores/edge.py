@@ -28,6 +28,7 @@ import numpy as np
 
 from prototypes.exceptions import StoreError
 from prototypes.protocol import Prototype, UserState, point_id
+from prototypes.stores._reads import PrototypeReads, UserReads
 from prototypes.stores.codec import (
     prototype_from_payload,
     prototype_payload,
@@ -120,7 +121,7 @@ class _EdgeCollection:
             self._shard = None
 
 
-class EdgeUserStore(_EdgeCollection):
+class EdgeUserStore(_EdgeCollection, UserReads):
     """Users as points: vector ``v`` = search vector, payload = the state blob."""
 
     def __init__(self, path: Path | str, *, dim: int, exact: bool = True) -> None:
@@ -131,17 +132,6 @@ class EdgeUserStore(_EdgeCollection):
         )
         self.dim = dim
         self.exact = exact
-
-    def get(self, user_id: str) -> UserState | None:
-        recs = self._retrieve([point_id(user_id)])
-        return user_from_payload(recs[0].payload) if recs else None
-
-    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        out = {}
-        for r in self._retrieve([point_id(u) for u in user_ids]):
-            s = user_from_payload(r.payload)
-            out[s.user_id] = s
-        return out
 
     def put(self, state: UserState, vector: np.ndarray | None) -> None:
         self.put_many([(state, vector)])
@@ -195,16 +185,8 @@ class EdgeUserStore(_EdgeCollection):
         )
         return [(user_from_payload(h.payload), float(h.score)) for h in hits]
 
-    def scan(self, batch: int = 256) -> Iterator[tuple[UserState, np.ndarray | None]]:
-        for r in self._scroll(batch, ["v"]):
-            vec = (r.vector or {}).get("v")
-            yield (
-                user_from_payload(r.payload),
-                np.asarray(vec, dtype=np.float32) if vec else None,
-            )
 
-
-class EdgePrototypeStore(_EdgeCollection):
+class EdgePrototypeStore(_EdgeCollection, PrototypeReads):
     """Prototypes as points keyed by their integer id, vectors ``centroid`` and ``query``."""
 
     def __init__(self, path: Path | str, *, dim: int) -> None:
@@ -219,14 +201,6 @@ class EdgePrototypeStore(_EdgeCollection):
             vectors: dict[str, Any] = prototype_vectors(p)
             points.append(Point(int(p.prototype_id), vectors, prototype_payload(p)))
         self._upsert(points)
-
-    def get(self, prototype_id: int) -> Prototype | None:
-        recs = self._retrieve([int(prototype_id)])
-        return prototype_from_payload(recs[0].payload) if recs else None
-
-    def all(self) -> list[Prototype]:
-        out = [prototype_from_payload(r.payload) for r in self._scroll(256, False)]
-        return sorted(out, key=lambda p: p.prototype_id)
 
     def nearest(
         self, vector: np.ndarray, *, by: str = "centroid", limit: int = 1

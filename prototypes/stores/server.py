@@ -26,6 +26,7 @@ import numpy as np
 
 from prototypes.exceptions import StoreError
 from prototypes.protocol import Prototype, UserState, point_id
+from prototypes.stores._reads import PrototypeReads, UserReads
 from prototypes.stores.codec import (
     prototype_from_payload,
     prototype_payload,
@@ -104,7 +105,7 @@ class _ServerCollection:
         """The client is shared by the three stores; :class:`Stores` closes it."""
 
 
-class ServerUserStore(_ServerCollection):
+class ServerUserStore(_ServerCollection, UserReads):
     def __init__(self, client: Any, name: str, *, dim: int) -> None:
         super().__init__(
             client,
@@ -113,16 +114,6 @@ class ServerUserStore(_ServerCollection):
             {"prototype_id": "integer", "has_history": "integer", "user_id": "keyword"},
         )
         self.dim = dim
-
-    def get(self, user_id: str) -> UserState | None:
-        recs = self._retrieve([point_id(user_id)])
-        return user_from_payload(recs[0].payload) if recs else None
-
-    def get_many(self, user_ids: Sequence[str]) -> dict[str, UserState]:
-        states = (
-            user_from_payload(r.payload) for r in self._retrieve([point_id(u) for u in user_ids])
-        )
-        return {s.user_id: s for s in states}
 
     def put(self, state: UserState, vector: np.ndarray | None) -> None:
         self.put_many([(state, vector)])
@@ -177,16 +168,8 @@ class ServerUserStore(_ServerCollection):
         )
         return [(user_from_payload(h.payload), float(h.score)) for h in res.points]
 
-    def scan(self, batch: int = 256) -> Iterator[tuple[UserState, np.ndarray | None]]:
-        for r in self._scroll(batch, ["v"]):
-            vec = (r.vector or {}).get("v") if isinstance(r.vector, dict) else None
-            yield (
-                user_from_payload(r.payload),
-                np.asarray(vec, dtype=np.float32) if vec else None,
-            )
 
-
-class ServerPrototypeStore(_ServerCollection):
+class ServerPrototypeStore(_ServerCollection, PrototypeReads):
     def __init__(self, client: Any, name: str, *, dim: int) -> None:
         super().__init__(client, name, {"centroid": dim, "query": dim}, {"prototype_id": "integer"})
         self.dim = dim
@@ -203,14 +186,6 @@ class ServerPrototypeStore(_ServerCollection):
                 )
             )
         self._upsert(points)
-
-    def get(self, prototype_id: int) -> Prototype | None:
-        recs = self._retrieve([int(prototype_id)])
-        return prototype_from_payload(recs[0].payload) if recs else None
-
-    def all(self) -> list[Prototype]:
-        out = [prototype_from_payload(r.payload) for r in self._scroll(256, False)]
-        return sorted(out, key=lambda p: p.prototype_id)
 
     def nearest(
         self, vector: np.ndarray, *, by: str = "centroid", limit: int = 1
