@@ -67,6 +67,8 @@ class _Job:
     orders: list[list[int]]
     prompts: list[list[ChatMessage]] = field(default_factory=list)
     prefix: str = ""
+    openings: list[str] = field(default_factory=list)
+    """Per chain, the template's PART 2 opening (score readout continues from it)."""
 
 
 def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
@@ -137,8 +139,15 @@ class ChainScorer:
         job = _Job(req=req, orders=orders)
         for order in orders:
             msgs = self.template.render(
-                req, order, history_size=self.history_size, prefill=self.prefill
+                req,
+                order,
+                history_size=self.history_size,
+                prefill=self.prefill or self.readout_active,
             )
+            if self.readout_active:
+                job.openings.append(msgs[-1].content)
+                if not self.prefill:  # PART 1 is generated first, without the opening
+                    msgs = msgs[:-1]
             job.prompts.append(msgs)
         if job.prompts and job.prompts[0][-1].role == "assistant":
             job.prefix = job.prompts[0][-1].content
@@ -205,50 +214,41 @@ class ChainScorer:
         """Chains of every job via score readout, with the PART 1 tokens generated."""
         backend = self.backend
         assert isinstance(backend, NumberReadoutBackend)
-        openings: list[list[str]] = []
         tokens = [0] * len(jobs)
         if self.prefill:
-            openings = [[job.prefix] * len(job.orders) for job in jobs]
+            openings = [job.openings for job in jobs]
         else:
-            per_job = self._generate(jobs, stop=PART1_STOP)
-            for j, (job, comps) in enumerate(zip(jobs, per_job, strict=True)):
+            openings = []
+            for j, (job, comps) in enumerate(
+                zip(jobs, self._generate(jobs, stop=PART1_STOP), strict=True)
+            ):
                 tokens[j] = sum(c.tokens for c in comps)
-                opens = []
-                for order, comp in zip(job.orders, comps, strict=True):
-                    start = self.template.render(job.req, order, prefill=True)[-1].content
-                    opens.append(comp.text.rstrip() + "\n\n" + start)
-                openings.append(opens)
-        # One read per distinct (prompt, opening); grouped by candidate count.
-        keys: dict[tuple[int, int], int] = {}
-        groups: dict[int, list[tuple[list[ChatMessage], str]]] = {}
-        for j, job in enumerate(jobs):
-            n = len(job.req.candidates)
-            for c, (order, opening) in enumerate(zip(job.orders, openings[j], strict=True)):
-                prompt = self.template.render(job.req, order, history_size=self.history_size)
-                group = groups.setdefault(n, [])
-                found = next(
-                    (i for i, (p, o) in enumerate(group) if o == opening and p == prompt), None
+                openings.append(
+                    [c.text.rstrip() + "\n\n" + o for c, o in zip(comps, job.openings, strict=True)]
                 )
-                if found is None:
-                    group.append((prompt, opening))
-                    found = len(group) - 1
-                keys[(j, c)] = found
-        done: dict[int, list[tuple[str, float]]] = {}
+        # One read per distinct (request, order, opening), grouped by candidate count.
+        groups: dict[int, dict[tuple[int, tuple[int, ...], str], list[ChatMessage]]] = {}
+        for j, job in enumerate(jobs):
+            group = groups.setdefault(len(job.req.candidates), {})
+            for order, prompt, opening in zip(job.orders, job.prompts, openings[j], strict=True):
+                bare = prompt[:-1] if prompt[-1].role == "assistant" else prompt
+                group.setdefault((j, tuple(order), opening), bare)
+        done: dict[tuple[int, tuple[int, ...], str], tuple[str, float]] = {}
         for n, group in groups.items():
             reads = read_scores(
                 backend,
-                [p for p, _ in group],
-                [o for _, o in group],
+                list(group.values()),
+                [opening for _, _, opening in group],
                 n,
                 self.template.readout_next,
             )
-            done[n] = [(r.text, r.min_mass) for r in reads]
+            done.update(zip(group, ((r.text, r.min_mass) for r in reads), strict=True))
         out: list[tuple[list[ChainParse], int]] = []
         for j, job in enumerate(jobs):
             n = len(job.req.candidates)
             chains = []
-            for c, order in enumerate(job.orders):
-                text, mass = done[n][keys[(j, c)]]
+            for order, opening in zip(job.orders, openings[j], strict=True):
+                text, mass = done[(j, tuple(order), opening)]
                 chains.append(_readout_chain(text, n, order, mass))
             out.append((chains, tokens[j]))
         return out

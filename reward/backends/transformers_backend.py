@@ -27,6 +27,10 @@ def bf16_supported() -> bool:
     return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
+READOUT_MAX_ROWS = 640
+"""Rows (prompts x numbers) per readout forward pass when ``max_batch`` is unset."""
+
+
 class TransformersBackend:
     """A causal LM loaded from a local folder (or hub id) with transformers.
 
@@ -204,7 +208,8 @@ class TransformersBackend:
         if not prompts:
             return []
         texts = [self.render(p) for p in prompts]
-        per_call = max(1, (self.max_batch or 64 * len(numbers)) // max(1, len(numbers)))
+        # Each prompt is len(numbers) rows of the scoring step; max_batch bounds rows.
+        per_call = max(1, (self.max_batch or READOUT_MAX_ROWS) // max(1, len(numbers)))
         out: list[list[float]] = []
         with self._lock:
             if self._digit_ids is None:
