@@ -23,6 +23,7 @@ from stream.config import StreamConfig
 from stream.metarm_online import OnlineMetaRM, event_examples, pair_verdict
 from stream.served import ServedChain
 from stream.service import PgenrmService
+from tests.stream.helpers import fb
 
 QUERY = "What are some good hotels to stay at in Las Vegas?"
 SPA = "The Westin Las Vegas offers a tranquil spa retreat away from the Strip."
@@ -55,15 +56,7 @@ def hotel_request(rid: str, user: str) -> RewardRequest:
 
 
 def hotel_feedback(eid: str, user: str, rid: str | None, critique: str | None) -> FeedbackEvent:
-    return FeedbackEvent(
-        event_id=eid,
-        user_id=user,
-        context=[ChatMessage(role="user", content=QUERY)],
-        chosen=SPA,
-        rejected=PARTY,
-        critique=critique,
-        request_id=rid,
-    )
+    return fb(eid, user, query=QUERY, chosen=SPA, rejected=PARTY, critique=critique, request_id=rid)
 
 
 def serve_with_chain(svc: PgenrmService, rid: str, user: str, text: str) -> ServedChain:
