@@ -142,6 +142,14 @@ def test_readout_without_mass_on_the_scale_is_a_counted_failure() -> None:
 
 
 def test_readout_is_off_for_backends_that_cannot_read_numbers() -> None:
+    from reward.backends.openai_backend import OpenAIBackend
+    from reward.backends.vllm_backend import VllmBackend
+
+    # The real adapters: only transformers reads numbers; the others parse sampled JSON.
+    assert issubclass(TransformersBackend, NumberReadoutBackend)
+    assert not issubclass(OpenAIBackend, NumberReadoutBackend)
+    assert not issubclass(VllmBackend, NumberReadoutBackend)
+
     class GenerateOnly:
         model_id = "g"
 
