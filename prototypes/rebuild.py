@@ -212,7 +212,9 @@ def rebuild(
                 if embedder is None:
                     from prototypes.embedder import load_embedder
 
-                    embedder = load_embedder(settings.models.embedder)
+                    embedder = load_embedder(
+                        settings.models.embedder, dtype=settings.models.embedder_dtype
+                    )
                 qs, ds = _embed_users([states[i] for i in pick], embedder, cfg.history, progress)
                 lens = np.array([len(q) for q in qs])
                 np.savez(

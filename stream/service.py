@@ -254,7 +254,9 @@ class PgenrmService:
 
         if embedder is None:
             batch = (config or StreamConfig()).embed_batch
-            embedder = load_embedder(settings.models.embedder, batch_size=batch)
+            embedder = load_embedder(
+                settings.models.embedder, batch_size=batch, dtype=settings.models.embedder_dtype
+            )
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
         settings.data_dir.mkdir(parents=True, exist_ok=True)

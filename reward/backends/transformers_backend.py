@@ -14,18 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from infra.contracts import ChatMessage
+from infra.hardware import bf16_supported
 from reward.exceptions import BackendError
 from reward.protocol import Completion
-
-
-def bf16_supported() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    import torch
-
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
-
 
 READOUT_MAX_ROWS = 640
 """Rows (prompts x numbers) per readout forward pass when ``max_batch`` is unset."""

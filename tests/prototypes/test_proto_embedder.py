@@ -1,0 +1,52 @@
+"""The MiniLM embedder's dtypes: bf16 autocast stays on float32's vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infra.hardware import bf16_supported
+from infra.settings import ModelSettings
+from prototypes.embedder import SentenceTransformerEmbedder, load_embedder
+from prototypes.exceptions import EmbedderError
+
+TEXTS = [
+    "Suggest a quiet hotel near the old town.",
+    "Keep it short: a workout needs three steps, nothing more.",
+    "There are many angles to a garden; first consider the context, then the constraints, "
+    "then the options in detail, and finally weigh each trade-off carefully.",
+    "Honestly? For a birthday just wing it a bit and see what feels fun, no stress!",
+    "I am vegan and I hate loud places.",
+    "ok",
+]
+
+
+def test_bf16_autocast_matches_float32() -> None:
+    fp32 = load_embedder("minilm", batch_size=4, dtype="float32")
+    bf16 = load_embedder("minilm", batch_size=4, dtype="bfloat16")
+    assert fp32 is not bf16
+    a, b = fp32.embed(TEXTS), bf16.embed(TEXTS)
+    assert a.shape == b.shape == (len(TEXTS), 384)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.999, cos
+    # the vectors are not the same computation: bf16 matmuls round differently
+    assert not np.array_equal(a, b)
+    # neighbours agree: the most similar text to each text is the same in both
+    np.fill_diagonal(sa := a @ a.T, -1)
+    np.fill_diagonal(sb := b @ b.T, -1)
+    assert (sa.argmax(1) == sb.argmax(1)).all()
+
+
+def test_auto_follows_the_cpu() -> None:
+    emb = load_embedder("minilm", batch_size=4)
+    assert emb.dtype == ("bfloat16" if bf16_supported() else "float32")
+    assert ModelSettings().embedder_dtype == "auto"
+
+
+def test_empty_input_and_bad_path() -> None:
+    emb = load_embedder("minilm", dtype="float32")
+    assert emb.embed([]).shape == (0, 384)
+    with pytest.raises(EmbedderError, match="cannot load embedder"):
+        SentenceTransformerEmbedder("/nonexistent/embedder", dtype="float32")
