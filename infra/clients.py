@@ -1,9 +1,12 @@
-"""Plain kafka-python clients behind ``pgenrm send-feedback`` and ``pgenrm request-reward``.
+"""Plain kafka-python clients behind ``pgenrm send-feedback`` and ``pgenrm request-reward``,
+and :func:`send_profiles` (onboarding profiles).
 
 Examples
 --------
 >>> from infra.settings import Settings
 >>> n = send_feedback(Settings(), "feedback.jsonl")  # doctest: +SKIP
+>>> n = send_profiles(Settings(), [UserProfile(event_id="p1", user_id="u1", prototype_id=3)])
+...     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra.codec import decode
-from infra.contracts import FeedbackEvent, RewardRequest, RewardResult
+from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult, UserProfile
 from infra.exceptions import (
     BrokerError,
     FeedbackFileError,
@@ -24,7 +28,7 @@ from infra.exceptions import (
     ResultTimeoutError,
 )
 from infra.kafka import ensure_topics, make_consumer, make_producer, produce, seek_to_highwater
-from infra.topics import FEEDBACK, REWARD_REQUESTS, REWARDS
+from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS, REWARDS
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -84,25 +88,50 @@ def send_feedback(
             raise FeedbackFileError(str(path), parsed.problems)
         for lineno, reason, detail in parsed.problems:
             log.warning("%s line %d skipped: %s: %s", path, lineno, reason, detail)
-    if not parsed.events:
+    return _produce_all(settings, FEEDBACK, parsed.events, producer)
+
+
+def send_profiles(
+    settings: Settings,
+    profiles: Sequence[UserProfile],
+    *,
+    producer: KafkaProducer | None = None,
+) -> int:
+    """Produce onboarding profiles to ``pgenrm.profiles.v1``; returns the count.
+
+    Keyed by ``user_id``; returns after the broker acked all. The worker
+    registers each user once per ``event_id`` (their rewards are then scored
+    in ``prototype`` mode) or dead-letters the profile with its reason.
+    """
+    return _produce_all(settings, PROFILES, profiles, producer)
+
+
+def _produce_all(
+    settings: Settings,
+    topic: str,
+    events: Sequence[Contract],
+    producer: KafkaProducer | None,
+) -> int:
+    """Send ``events`` to ``topic`` keyed by user and wait for every ack; the count."""
+    if not events:
         return 0
     ensure_topics(settings)  # before tansu auto-creates them with its defaults (bug D)
     own = producer is None
     prod = producer or make_producer(settings)
     try:
-        futures = [produce(prod, FEEDBACK, ev) for ev in parsed.events]
+        futures = [produce(prod, topic, ev) for ev in events]
         prod.flush()
         for f in futures:
             f.get(timeout=30)
     except Exception as exc:
         if isinstance(exc, BrokerError):
             raise
-        raise BrokerError(f"sending feedback to {settings.broker.urls} failed: {exc}") from exc
+        raise BrokerError(f"sending to {topic} on {settings.broker.urls} failed: {exc}") from exc
     finally:
         if own:
             with contextlib.suppress(Exception):
                 prod.close(timeout=5)
-    return len(parsed.events)
+    return len(events)
 
 
 def request_reward(

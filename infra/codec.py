@@ -43,10 +43,19 @@ from infra.contracts import (
     PrototypeState,
     RewardRequest,
     RewardResult,
+    UserProfile,
 )
 from infra.exceptions import InvalidEventError
 from infra.metrics import count_dead_lettered, count_skipped
-from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS, dlq
+from infra.topics import (
+    FEEDBACK,
+    PERSONAS,
+    PROFILES,
+    PROTOTYPES,
+    REWARD_REQUESTS,
+    REWARDS,
+    dlq,
+)
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
@@ -56,6 +65,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_MODELS: dict[str, type[Contract]] = {
     FEEDBACK: FeedbackEvent,
+    PROFILES: UserProfile,
     REWARD_REQUESTS: RewardRequest,
     REWARDS: RewardResult,
     PERSONAS: PersonaState,
@@ -165,13 +175,23 @@ def _short_errors(exc: ValidationError) -> str:
 
 
 class SourceRecord(Protocol):
-    """What a consumed record offers (kafka-python's and aiokafka's ``ConsumerRecord``)."""
+    """What a consumed record offers (kafka-python's and aiokafka's ``ConsumerRecord``,
+    the stream runtime's ``Record``); read-only."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def decode_record(record: SourceRecord, *, max_bytes: int) -> Contract:

@@ -25,6 +25,9 @@ SCHEMA_VERSION: Literal[1] = 1
 MAX_CANDIDATES = 16
 MIN_CANDIDATES = 2
 MAX_TEXT_CHARS = 32_000
+MAX_PREFERENCE_CHARS = 4_000
+"""Longest ``UserProfile.stated_preferences`` (an onboarding answer, not a document)."""
+MAX_PROTOTYPE_ID = 2**31 - 1
 
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
@@ -71,6 +74,47 @@ class FeedbackEvent(Contract):
     def _distinct_responses(self) -> FeedbackEvent:
         if self.chosen == self.rejected:
             raise ValueError("chosen and rejected are identical")
+        return self
+
+
+class UserProfile(Contract):
+    """What a user told pgenrm at onboarding, before any feedback.
+
+    Makes ``user_id`` known, so their reward requests are scored in
+    ``prototype`` mode instead of ``cold_start``: ``prototype_id`` assigns them
+    to a prototype (an onboarding quiz, an operator), ``stated_preferences``
+    route them to the prototype whose members' queries are nearest. At least
+    one of the two is set (not null). Applied once per ``event_id``.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["stated_preferences"],
+                    "properties": {"stated_preferences": {"type": "string"}},
+                },
+                {
+                    "required": ["prototype_id"],
+                    "properties": {"prototype_id": {"type": "integer"}},
+                },
+            ]
+        }
+    )
+
+    event_id: Id
+    user_id: Id
+    timestamp: datetime = Field(default_factory=utcnow)
+    stated_preferences: str | None = Field(
+        default=None, min_length=1, max_length=MAX_PREFERENCE_CHARS, pattern=r"\S"
+    )
+    """The user's own words on what they want from answers (not blank)."""
+    prototype_id: int | None = Field(default=None, ge=0, le=MAX_PROTOTYPE_ID)
+
+    @model_validator(mode="after")
+    def _something_to_register(self) -> UserProfile:
+        if self.stated_preferences is None and self.prototype_id is None:
+            raise ValueError("a profile needs stated_preferences or prototype_id")
         return self
 
 
@@ -179,6 +223,7 @@ class PrototypeState(Contract):
 
 MESSAGES: dict[str, type[Contract]] = {
     "FeedbackEvent": FeedbackEvent,
+    "UserProfile": UserProfile,
     "RewardRequest": RewardRequest,
     "RewardResult": RewardResult,
     "PersonaState": PersonaState,

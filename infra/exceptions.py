@@ -28,6 +28,8 @@ ErrorReason = Literal[
     "oversize",
     "candidate_count",
     "duplicate_id",
+    "unknown_prototype",
+    "user_has_history",
     "processing_error",
 ]
 """Stable reason codes of :class:`InvalidEventError` (the ``pgenrm-error-reason`` header).
@@ -36,8 +38,10 @@ ErrorReason = Literal[
 breaks the contract; ``unknown_schema_version``: a ``schema_version`` this build
 does not know; ``oversize``: more than ``max_bytes``; ``candidate_count``: fewer
 than 2 or more than 16 candidates; ``duplicate_id``: an id already processed
-(raised by processors); ``processing_error``: a processor failed on a valid event
-and its error callback chose to dead-letter it.
+(raised by processors); ``unknown_prototype``: a profile names a prototype that
+does not exist; ``user_has_history``: a profile assigns a prototype to a user who
+already has feedback (their prototype follows it); ``processing_error``: a processor
+failed on a valid event and its error callback chose to dead-letter it.
 """
 ERROR_REASONS: tuple[ErrorReason, ...] = ErrorReason.__args__  # type: ignore[attr-defined]
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FEEDBACK = "pgenrm.feedback.v1"
+PROFILES = "pgenrm.profiles.v1"
+"""Onboarding :class:`~infra.contracts.UserProfile` events (users known before any feedback)."""
 REWARD_REQUESTS = "pgenrm.reward-requests.v1"
 REWARDS = "pgenrm.rewards.v1"
 PERSONAS = "pgenrm.personas.v1"
 PROTOTYPES = "pgenrm.prototypes.v1"
 
-INPUT_TOPICS = (FEEDBACK, REWARD_REQUESTS)
+INPUT_TOPICS = (FEEDBACK, REWARD_REQUESTS, PROFILES)
 COMPACTED_TOPICS = (PERSONAS, PROTOTYPES)
 
 
@@ -40,7 +42,7 @@ def all_topics(partitions: int) -> list[TopicSpec]:
     >>> [t.name for t in all_topics(3)][:2]
     ['pgenrm.feedback.v1', 'pgenrm.reward-requests.v1']
     """
-    specs = [TopicSpec(t, partitions) for t in (FEEDBACK, REWARD_REQUESTS, REWARDS)]
+    specs = [TopicSpec(t, partitions) for t in (FEEDBACK, REWARD_REQUESTS, PROFILES, REWARDS)]
     specs += [TopicSpec(t, partitions, compacted=True) for t in COMPACTED_TOPICS]
     specs += [TopicSpec(dlq(t), partitions) for t in INPUT_TOPICS]
     return specs

@@ -8,6 +8,9 @@
               durable state.
 ``rewards``   ``pgenrm.reward-requests.v1`` one by one: answer once, publish
               RewardResult keyed by user.
+``profiles``  ``pgenrm.profiles.v1`` one by one: register the user once per
+              event_id (``prototype`` mode before any feedback), publish
+              PersonaState (:mod:`stream.profiles`).
 refresher     a background task (not an agent): debounced persona generation.
 
 Topics are consumed as raw bytes (``value_serializer="raw"``) because pgenrm
@@ -21,7 +24,7 @@ Examples
 >>> from infra.settings import Settings
 >>> app = create_app(Settings(), app_id="pgenrm-doc")  # doctest: +SKIP
 >>> sorted(app.agents)  # doctest: +SKIP
-['stream.app.feedback', 'stream.app.rewards']
+['stream.app.feedback', 'stream.app.profiles', 'stream.app.rewards']
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from infra.settings import Settings
-from infra.topics import FEEDBACK, REWARD_REQUESTS
+from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS
 from stream.config import StreamConfig
+from stream.profiles import handle_profile
 from stream.runtime import Record, StreamRuntime
 
 log = logging.getLogger(__name__)
@@ -167,18 +171,13 @@ def create_app(
         publisher = FaustPublisher(app)
         runtime = StreamRuntime(settings, publisher=publisher, config=config, group_id=app_id)
     app.pgenrm_runtime = runtime  # type: ignore[attr-defined]
-    feedback_topic = app.topic(
-        FEEDBACK, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    )
-    request_topic = app.topic(
-        REWARD_REQUESTS,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
 
-    @app.agent(feedback_topic, name="feedback")
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    @app.agent(raw_topic(FEEDBACK), name="feedback")
     async def feedback(stream: Any) -> Any:
         async for events in stream.take_events(
             config.feedback_batch, within=config.feedback_within_s
@@ -186,11 +185,16 @@ def create_app(
             await runtime.handle_feedback([_record(e) for e in events])
             yield len(events)
 
-    @app.agent(request_topic, name="rewards")
+    @app.agent(raw_topic(REWARD_REQUESTS), name="rewards")
     async def rewards(stream: Any) -> Any:
         async for event in stream.events():
             result = await runtime.handle_request(_record(event))
             yield result
+
+    @app.agent(raw_topic(PROFILES), name="profiles")
+    async def profiles(stream: Any) -> Any:
+        async for event in stream.events():
+            yield await handle_profile(runtime, _record(event))
 
     @app.task
     async def start_runtime() -> None:

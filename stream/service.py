@@ -73,6 +73,7 @@ from infra.contracts import (
     PrototypeState,
     RewardRequest,
     RewardResult,
+    UserProfile,
     utcnow,
 )
 from infra.settings import Settings
@@ -88,7 +89,7 @@ from stream.combine import (
     top_tied,
 )
 from stream.config import StreamConfig
-from stream.exceptions import StreamError
+from stream.exceptions import ProfileRejectedError, StreamError
 from stream.gen_queue import PERSONA, REWARD, GenerationQueue
 from stream.served import ServedLog, ServedReward, text_hash
 
@@ -130,6 +131,15 @@ def request_key(request_id: str) -> str:
     'req:r1'
     """
     return f"req:{request_id}"
+
+
+def profile_key(event_id: str) -> str:
+    """Ledger key of an applied :class:`~infra.contracts.UserProfile` event.
+
+    >>> profile_key("p1")
+    'profile:p1'
+    """
+    return f"profile:{event_id}"
 
 
 def _query_text(context: Sequence[Any]) -> str:
@@ -578,9 +588,10 @@ class PgenrmService:
 
         Raises
         ------
-        StreamError
-            ``prototype_id`` does not exist, or the user already has history
-            (their prototype follows their feedback).
+        ProfileRejectedError
+            A :class:`StreamError`: ``prototype_id`` does not exist
+            (``unknown_prototype``), or the user already has history
+            (``user_has_history``: their prototype follows their feedback).
         """
         from prototypes.user_update import search_vector
 
@@ -591,15 +602,41 @@ class PgenrmService:
                 update["stated_preferences"] = stated_preferences
             if prototype_id is not None:
                 if st.history:
-                    raise StreamError(f"user {user_id!r} has history: its prototype follows it")
+                    raise ProfileRejectedError(
+                        "user_has_history",
+                        f"user {user_id!r} has history: its prototype follows it",
+                    )
                 if self.stores.prototypes.get(prototype_id) is None:
-                    raise StreamError(f"no prototype {prototype_id}")
+                    raise ProfileRejectedError("unknown_prototype", f"no prototype {prototype_id}")
                 update["prototype_id"] = prototype_id
             st = st.model_copy(update=update)
             self.stores.users.put(st, search_vector(st))
             self.stores.flush()
             self.counters["users_registered"] += 1
             return st
+
+    def apply_profile(self, profile: UserProfile) -> UserState | None:
+        """:meth:`register_user` once per ``profile.event_id``; None for a repeated id.
+
+        The ledger key (:func:`profile_key`) is checked before and written after
+        the user, under the write lock: a duplicate changes nothing, and a crash
+        between the two writes re-applies the same registration (same state).
+        A rejected profile (:class:`ProfileRejectedError`) is not marked.
+        """
+        key = profile_key(profile.event_id)
+        with self._write_lock:
+            if self.stores.ledger.seen([key]):
+                self.counters["profiles_duplicate"] += 1
+                return None
+            state = self.register_user(
+                profile.user_id,
+                stated_preferences=profile.stated_preferences,
+                prototype_id=profile.prototype_id,
+            )
+            self.stores.ledger.mark([key])
+            self.stores.ledger.flush()
+            self.counters["profiles_applied"] += 1
+            return state
 
     def refresh_persona(self, user_id: str) -> UserState | None:
         """Generate and store the PART 1 persona of ``user_id`` when it is stale.
@@ -1027,7 +1064,7 @@ def _save_combine(path: Path, scaler: SignalScaler, blender: Blender) -> None:
     tmp.replace(path)
 
 
-__all__ = ["ApplyOutcome", "PgenrmService", "StreamError", "request_key"]
+__all__ = ["ApplyOutcome", "PgenrmService", "StreamError", "profile_key", "request_key"]
 
 
 def _load_refiner(settings: Settings, embedder: Any) -> Any:

@@ -10,6 +10,7 @@ Routes
 ========================  =====  ==================================================
 ``POST /v1/rewards``      token  score synchronously (RewardRequest -> RewardResult)
 ``POST /v1/feedback``     token  publish a FeedbackEvent to ``pgenrm.feedback.v1``
+``POST /v1/profiles``     token  publish a UserProfile to ``pgenrm.profiles.v1``
 ``GET /v1/users/{id}``    token  history size, persona, prototype
 ``GET /v1/prototypes``    token  prototypes with sizes and online accuracy
 ``GET /v1/stats``         token  live statistics (the dashboard's feed)
@@ -185,7 +186,8 @@ def create_app(
         The shared :class:`~stream.service.PgenrmService` (or anything with
         ``serve``, ``user`` and ``prototypes``).
     publisher
-        Publishes ``POST /v1/feedback`` events; None answers 503 there.
+        Publishes ``POST /v1/feedback`` events (and ``POST /v1/profiles`` ones
+        when it has ``publish_profile``); None answers 503 there.
     readiness
         Named checks for ``/readyz``; default: broker, store and model
         (:func:`stream.api.health.default_checks`).

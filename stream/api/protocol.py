@@ -2,8 +2,9 @@
 
 ``POST /v1/rewards`` takes and returns the topics' own contracts
 (:class:`~infra.contracts.RewardRequest`, :class:`~infra.contracts.RewardResult`)
-and ``POST /v1/feedback`` takes a :class:`~infra.contracts.FeedbackEvent`; this
-module adds the API-only bodies: the typed error body, the feedback receipt, the
+``POST /v1/feedback`` takes a :class:`~infra.contracts.FeedbackEvent` and
+``POST /v1/profiles`` a :class:`~infra.contracts.UserProfile`; this module adds
+the API-only bodies: the typed error body, the feedback and profile receipts, the
 user and prototype summaries, readiness, and the live statistics of the
 dashboard.
 
@@ -26,7 +27,14 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.contracts import Criterion, FeedbackEvent, RewardMode, RewardRequest, RewardResult
+from infra.contracts import (
+    Criterion,
+    FeedbackEvent,
+    RewardMode,
+    RewardRequest,
+    RewardResult,
+    UserProfile,
+)
 from prototypes.protocol import Prototype, UserState
 
 ErrorType = Literal[
@@ -86,6 +94,10 @@ class FeedbackAccepted(BaseModel):
     topic: str
     partition: int | None = None
     offset: int | None = None
+
+
+class ProfileAccepted(FeedbackAccepted):
+    """Where ``POST /v1/profiles`` put the profile (the worker registers the user)."""
 
 
 class UserSummary(BaseModel):
@@ -275,6 +287,13 @@ class FeedbackPublisher(Protocol):
     def publish(self, event: FeedbackEvent) -> FeedbackAccepted: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ProfilePublisher(Protocol):
+    """Puts a user profile on ``pgenrm.profiles.v1``, keyed by user id."""
+
+    def publish_profile(self, profile: UserProfile) -> ProfileAccepted: ...
 
 
 ReadinessCheck = Callable[[], "CheckResult | bool"]

@@ -1,8 +1,9 @@
-"""The feedback publisher behind ``POST /v1/feedback``: a kafka-python producer.
+"""The publisher behind ``POST /v1/feedback`` and ``POST /v1/profiles``: a kafka-python producer.
 
-Events go to ``pgenrm.feedback.v1`` keyed by ``user_id`` (so one user's events
-stay ordered in one partition) through :func:`infra.kafka.produce`. ``publish``
-waits for the broker's acknowledgement, so a 202 means the event is in the log.
+Feedback goes to ``pgenrm.feedback.v1`` and profiles to ``pgenrm.profiles.v1``,
+keyed by ``user_id`` (so one user's events stay ordered in one partition)
+through :func:`infra.kafka.produce`. Both wait for the broker's
+acknowledgement, so a 202 means the event is in the log.
 """
 
 from __future__ import annotations
@@ -10,31 +11,41 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from infra.contracts import FeedbackEvent
+from infra.contracts import Contract, FeedbackEvent, UserProfile
 from infra.exceptions import BrokerError
-from infra.topics import FEEDBACK
-from stream.api.protocol import FeedbackAccepted
+from infra.topics import FEEDBACK, PROFILES
+from stream.api.protocol import FeedbackAccepted, ProfileAccepted
 
 if TYPE_CHECKING:
     from infra.settings import Settings
 
 
 class KafkaFeedbackPublisher:
-    """Publishes feedback with a lazily created, shared ``KafkaProducer``.
+    """Publishes feedback and profiles with a lazily created, shared ``KafkaProducer``.
 
     Parameters
     ----------
     settings
         Broker connection settings.
     topic
-        Destination topic (default ``pgenrm.feedback.v1``).
+        Destination of feedback (default ``pgenrm.feedback.v1``).
+    profile_topic
+        Destination of profiles (default ``pgenrm.profiles.v1``).
     timeout_s
         How long to wait for the broker's acknowledgement.
     """
 
-    def __init__(self, settings: Settings, *, topic: str = FEEDBACK, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topic: str = FEEDBACK,
+        profile_topic: str = PROFILES,
+        timeout_s: float = 10.0,
+    ):
         self.settings = settings
         self.topic = topic
+        self.profile_topic = profile_topic
         self.timeout_s = timeout_s
         self._producer: Any = None
         self._lock = threading.Lock()
@@ -55,14 +66,7 @@ class KafkaFeedbackPublisher:
         BrokerError
             The broker is unreachable or did not acknowledge in time.
         """
-        from kafka.errors import KafkaError
-
-        from infra.kafka import produce
-
-        try:
-            meta = produce(self._get(), self.topic, event).get(timeout=self.timeout_s)
-        except (KafkaError, OSError) as exc:
-            raise BrokerError(f"could not publish feedback to {self.topic}: {exc}") from exc
+        meta = self._send(self.topic, event)
         return FeedbackAccepted(
             event_id=event.event_id,
             user_id=event.user_id,
@@ -70,6 +74,29 @@ class KafkaFeedbackPublisher:
             partition=meta.partition,
             offset=meta.offset,
         )
+
+    def publish_profile(self, profile: UserProfile) -> ProfileAccepted:
+        """Send ``profile`` and wait for the acknowledgement (raises as :meth:`publish`)."""
+        meta = self._send(self.profile_topic, profile)
+        return ProfileAccepted(
+            event_id=profile.event_id,
+            user_id=profile.user_id,
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+        )
+
+    def _send(self, topic: str, event: Contract) -> Any:
+        """Produce ``event`` keyed by user and return the broker's record metadata."""
+        from kafka.errors import KafkaError
+
+        from infra.kafka import produce
+
+        try:
+            return produce(self._get(), topic, event).get(timeout=self.timeout_s)
+        except (KafkaError, OSError) as exc:
+            kind = type(event).__name__
+            raise BrokerError(f"could not publish {kind} to {topic}: {exc}") from exc
 
     def connected(self) -> bool:
         """True when the producer's bootstrap connection is up (a readiness check)."""

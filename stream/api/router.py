@@ -11,11 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
-from infra.contracts import FeedbackEvent, RewardRequest, RewardResult
+from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
 from stream.api.auth import require_token
 from stream.api.protocol import (
     ErrorBody,
     FeedbackAccepted,
+    ProfileAccepted,
     PrototypeList,
     StatsSnapshot,
     UserSummary,
@@ -84,6 +85,24 @@ def post_reward(body: RewardRequest, serving: Serving) -> Any:
 def post_feedback(body: FeedbackEvent, serving: Serving) -> Any:
     """Accepted means written to the topic; the worker applies it asynchronously."""
     return _respond(serving.feedback(body), 202)
+
+
+@router.post(
+    "/profiles",
+    status_code=202,
+    response_model=ProfileAccepted,
+    tags=["profiles"],
+    summary="Publish an onboarding profile to pgenrm.profiles.v1",
+    responses={503: _err(503, "Broker unavailable or no publisher configured")},
+)
+def post_profile(body: UserProfile, serving: Serving) -> Any:
+    """Accepted means written to the topic; the worker registers the user asynchronously.
+
+    Their rewards are then scored in ``prototype`` mode until their first feedback.
+    An unknown ``prototype_id``, or one for a user who already has feedback, is
+    dead-lettered by the worker (``unknown_prototype``, ``user_has_history``).
+    """
+    return _respond(serving.profile(body), 202)
 
 
 @router.get(

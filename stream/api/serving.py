@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from infra.contracts import FeedbackEvent, RewardRequest, RewardResult
+from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
 from infra.exceptions import BrokerError, PgenrmError
 from prototypes.exceptions import PrototypeError
 from reward.exceptions import RewardError
@@ -25,6 +25,8 @@ from stream.api.protocol import (
     ErrorBody,
     FeedbackAccepted,
     FeedbackPublisher,
+    ProfileAccepted,
+    ProfilePublisher,
     PrototypeList,
     PrototypeSummary,
     ScoringService,
@@ -56,8 +58,9 @@ class ApiServing:
     service
         The scoring and state service (a :class:`ScoringService`).
     publisher
-        Publishes feedback to the feedback topic; ``None`` makes
-        ``POST /v1/feedback`` answer 503.
+        Publishes feedback to the feedback topic (and, when it is also a
+        :class:`ProfilePublisher`, profiles to the profiles topic); ``None``
+        makes ``POST /v1/feedback`` and ``POST /v1/profiles`` answer 503.
     live
         Receives every reward served over HTTP (the dashboard's feed).
     """
@@ -91,6 +94,14 @@ class ApiServing:
             return ErrorBody.of(503, "unavailable", "no feedback publisher is configured")
         try:
             return self.publisher.publish(event)
+        except PgenrmError as exc:
+            return error_from_exception(exc)
+
+    def profile(self, profile: UserProfile) -> ProfileAccepted | ErrorBody:
+        if not isinstance(self.publisher, ProfilePublisher):
+            return ErrorBody.of(503, "unavailable", "no profile publisher is configured")
+        try:
+            return self.publisher.publish_profile(profile)
         except PgenrmError as exc:
             return error_from_exception(exc)
 

@@ -13,15 +13,16 @@ from fastapi.testclient import TestClient
 from infra.settings import Settings
 from stream.api.app import create_app, serve
 from stream.api.live import LiveStats
-from stream.api.protocol import CheckResult, ErrorBody, FeedbackAccepted
+from stream.api.protocol import CheckResult, ErrorBody, FeedbackAccepted, ProfileAccepted
 from tests.api.conftest import feedback, make_settings, reward_request
 
 
 class ListPublisher:
-    """Records published events (the Kafka publisher has its own test)."""
+    """Records published events and profiles (the Kafka publisher has its own test)."""
 
     def __init__(self) -> None:
         self.events: list = []
+        self.profiles: list = []
 
     def publish(self, event):
         self.events.append(event)
@@ -31,6 +32,16 @@ class ListPublisher:
             topic="pgenrm.feedback.v1",
             partition=0,
             offset=len(self.events),
+        )
+
+    def publish_profile(self, profile):
+        self.profiles.append(profile)
+        return ProfileAccepted(
+            event_id=profile.event_id,
+            user_id=profile.user_id,
+            topic="pgenrm.profiles.v1",
+            partition=0,
+            offset=len(self.profiles),
         )
 
     def close(self) -> None:
@@ -172,6 +183,41 @@ def test_feedback_publishes_or_503(api_settings: Settings, service) -> None:
     )
 
 
+def test_profiles_publish_or_422(api_settings: Settings, service) -> None:
+    good = {"event_id": "p-1", "user_id": "newbie", "prototype_id": 3}
+    assert_error(client(api_settings, service).post("/v1/profiles", json=good), 503, "unavailable")
+    pub = ListPublisher()
+    c = client(api_settings, service, publisher=pub)
+    r = c.post("/v1/profiles", json=good)
+    assert r.status_code == 202, r.text
+    assert r.json() == {
+        "event_id": "p-1",
+        "user_id": "newbie",
+        "topic": "pgenrm.profiles.v1",
+        "partition": 0,
+        "offset": 1,
+    }
+    prefs = {"event_id": "p-2", "user_id": "newbie", "stated_preferences": "short answers"}
+    assert c.post("/v1/profiles", json=prefs).status_code == 202
+    assert [(p.event_id, p.prototype_id, p.stated_preferences) for p in pub.profiles] == [
+        ("p-1", 3, None),
+        ("p-2", None, "short answers"),
+    ]
+    bad = [
+        {"event_id": "p-3", "user_id": "newbie"},  # neither field
+        {"event_id": "p-3", "user_id": "newbie", "prototype_id": None, "stated_preferences": None},
+        {"event_id": "p-3", "user_id": "newbie", "stated_preferences": "   "},
+        {"event_id": "p-3", "user_id": "newbie", "stated_preferences": "x" * 4001},
+        {"event_id": "p-3", "user_id": "newbie", "prototype_id": -1},
+        {"event_id": "p-3", "user_id": "has space", "prototype_id": 1},
+        {"user_id": "newbie", "prototype_id": 1},  # no event_id
+        {"event_id": "p-3", "user_id": "newbie", "prototype_id": 1, "extra": 1},
+    ]
+    for body in bad:
+        assert_error(c.post("/v1/profiles", json=body), 422, "validation_error")
+    assert len(pub.profiles) == 2  # nothing invalid was published
+
+
 def test_readiness_503_names_the_failing_check(api_settings: Settings, service) -> None:
     checks = {"broker": lambda: CheckResult(ok=False, detail="down"), "store": lambda: True}
     r = client(api_settings, service, readiness=checks).get("/readyz")
@@ -212,6 +258,7 @@ def test_openapi_schema(api_settings: Settings, service) -> None:
     for p in (
         "/v1/rewards",
         "/v1/feedback",
+        "/v1/profiles",
         "/v1/users/{user_id}",
         "/v1/prototypes",
         "/healthz",

@@ -1,9 +1,10 @@
-"""The Kafka feedback publisher and the consumer-lag probe, on the real tansu broker."""
+"""The Kafka feedback/profile publisher and the consumer-lag probe, on the real tansu broker."""
 
 from __future__ import annotations
 
 import uuid
 
+from infra.contracts import UserProfile
 from infra.settings import Settings
 from stream.api.lag import LagProbe
 from stream.api.publisher import KafkaFeedbackPublisher
@@ -50,6 +51,46 @@ def test_publisher_keys_by_user(kafka_settings: Settings) -> None:
     assert sorted((r.key, r.partition) for r in got) == sorted(
         (x.user_id.encode(), x.partition) for x in receipts
     )
+
+
+def test_publisher_puts_profiles_on_their_topic_keyed_by_user(kafka_settings: Settings) -> None:
+    from kafka import TopicPartition
+
+    from infra.kafka import make_consumer
+    from infra.topics import PROFILES
+
+    pub = KafkaFeedbackPublisher(kafka_settings)  # the default topics, as `pgenrm up` uses
+    profiles = [
+        UserProfile(event_id=f"p-{uuid.uuid4().hex[:8]}", user_id=u, prototype_id=i)
+        for i, u in enumerate(["gus", "hal", "gus"])
+    ]
+    try:
+        receipts = [pub.publish_profile(p) for p in profiles]
+    finally:
+        pub.close()
+    assert [r.topic for r in receipts] == [PROFILES] * 3
+    assert receipts[0].partition == receipts[2].partition  # one user, one partition
+    consumer = make_consumer(kafka_settings, group_id=None)
+    got: dict[tuple[int, int], tuple[bytes, UserProfile]] = {}
+    try:
+        parts = sorted({r.partition for r in receipts if r.partition is not None})
+        consumer.assign([TopicPartition(PROFILES, p) for p in parts])
+        consumer.seek_to_beginning()
+        want = {(r.partition, r.offset) for r in receipts}
+        for _ in range(50):
+            for recs in consumer.poll(timeout_ms=200).values():
+                for rec in recs:
+                    got[(rec.partition, rec.offset)] = (
+                        rec.key,
+                        UserProfile.model_validate_json(rec.value),
+                    )
+            if want <= set(got):
+                break
+    finally:
+        consumer.close()
+    assert [got[(r.partition, r.offset)] for r in receipts] == [  # type: ignore[index]
+        (p.user_id.encode(), p) for p in profiles
+    ]
 
 
 def test_lag_probe_uses_fetch_highwater(kafka_settings: Settings, unique_group: str) -> None:
@@ -108,7 +149,7 @@ def test_start_api_publishes_feedback_and_reports_lag(
 
     import httpx
 
-    from infra.topics import FEEDBACK, REWARD_REQUESTS
+    from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS
     from stream.api.app import start_api
     from stream.api.live import LiveStats
 
@@ -131,18 +172,26 @@ def test_start_api_publishes_feedback_and_reports_lag(
         ready = httpx.get(f"{api.url}/readyz", timeout=30)
         assert ready.status_code == 200, ready.text
         stats: dict = {}
-        for _ in range(150):  # the lag poller measures right away, then every 5 s
+        row: dict = {}
+
+        def feedback_row() -> dict:
+            rows = [
+                x
+                for x in stats["lag"]
+                if x["topic"] == FEEDBACK and x["partition"] == body["partition"]
+            ]
+            return rows[0] if rows else {}
+
+        # the lag poller measures right away (possibly before the POST landed), then every
+        # 5 s: wait for a measurement that has seen the event
+        for _ in range(150):
             stats = httpx.get(f"{api.url}/v1/stats", timeout=30).json()
-            if stats["lag"] and stats["persona_queue_depth"] == 7:
+            row = feedback_row()
+            if row.get("log_end", 0) >= body["offset"] + 1 and stats["persona_queue_depth"] == 7:
                 break
             time.sleep(0.2)
         topics = {row["topic"] for row in stats["lag"]}
-        assert topics == {FEEDBACK, REWARD_REQUESTS}
-        row = next(
-            x
-            for x in stats["lag"]
-            if x["topic"] == FEEDBACK and x["partition"] == body["partition"]
-        )
+        assert topics == {FEEDBACK, REWARD_REQUESTS, PROFILES}
         assert row["log_end"] >= body["offset"] + 1
         assert row["lag"] == row["log_end"]  # the fresh group never committed
         assert stats["persona_queue_depth"] == 7

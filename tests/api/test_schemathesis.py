@@ -112,5 +112,7 @@ def test_api_conforms_to_its_schema(api_schema: Any, mode: str) -> None:
     if mode == "positive":  # valid requests were answered, not only refused
         assert 200 in seen["POST /v1/rewards"], seen
         assert 202 in seen["POST /v1/feedback"], seen
+        # the profile schema's anyOf (preferences or prototype) lets valid bodies be generated
+        assert 202 in seen["POST /v1/profiles"], seen
     else:
         assert 422 in seen["POST /v1/rewards"], seen

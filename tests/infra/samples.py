@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
+from infra.topics import FEEDBACK, PERSONAS, PROFILES, PROTOTYPES, REWARD_REQUESTS, REWARDS
 
 CTX = [{"role": "user", "content": "Suggest a hotel in Lisbon"}]
 
@@ -17,6 +17,16 @@ def feedback(event_id: str = "e1", user_id: str = "u1", **kw: Any) -> dict[str, 
         "context": CTX,
         "chosen": "A quiet spa hotel.",
         "rejected": "A party hostel.",
+        **kw,
+    }
+
+
+def user_profile(event_id: str = "p1", user_id: str = "u1", **kw: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "user_id": user_id,
+        "stated_preferences": "Quiet places, short answers.",
+        "prototype_id": 4,
         **kw,
     }
 
@@ -56,6 +66,7 @@ def prototype_state(prototype_id: int = 4, **kw: Any) -> dict[str, Any]:
 
 SAMPLES: dict[str, dict[str, Any]] = {
     FEEDBACK: feedback(),
+    PROFILES: user_profile(),
     REWARD_REQUESTS: reward_request(),
     REWARDS: reward_result(),
     PERSONAS: persona_state(),

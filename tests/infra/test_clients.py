@@ -1,4 +1,4 @@
-"""send-feedback and request-reward client helpers on the real broker."""
+"""send-feedback, send_profiles and request-reward client helpers on the real broker."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.clients import read_feedback_file, request_reward, send_feedback
+from infra.clients import read_feedback_file, request_reward, send_feedback, send_profiles
 from infra.codec import decode
-from infra.contracts import FeedbackEvent, RewardRequest, RewardResult
+from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
 from infra.exceptions import FeedbackFileError, ResultTimeoutError
 from infra.kafka import encode_value, event_key, make_consumer, make_producer, seek_to_highwater
 from infra.settings import Settings
-from infra.topics import FEEDBACK, REWARD_REQUESTS, REWARDS
+from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS, REWARDS
 
-from .samples import feedback, reward_request, reward_result
+from .samples import feedback, reward_request, reward_result, user_profile
 
 
 def _watch(settings: Settings, topic: str) -> KafkaConsumer:
@@ -60,6 +60,22 @@ def test_send_feedback_produces_every_valid_line(kafka_settings: Settings, tmp_p
     assert sorted(e.event_id for e in got if isinstance(e, FeedbackEvent)) == sorted(
         e["event_id"] for e in events
     )
+
+
+def test_send_profiles_produces_every_profile(kafka_settings: Settings) -> None:
+    run = time.monotonic_ns()
+    profiles = [
+        UserProfile.model_validate(user_profile(event_id=f"sp-{run}-{i}", user_id=f"user{i}"))
+        for i in range(2)
+    ]
+    watch = _watch(kafka_settings, PROFILES)
+    try:
+        assert send_profiles(kafka_settings, profiles) == 2
+        assert send_profiles(kafka_settings, []) == 0
+        got = _read(watch, 2)
+    finally:
+        watch.close()
+    assert sorted(got) == sorted(encode_value(p) for p in profiles)
 
 
 def test_send_feedback_refuses_a_file_with_bad_lines(

@@ -26,9 +26,9 @@ from infra.codec import (
 )
 from infra.contracts import MAX_CANDIDATES, FeedbackEvent, RewardRequest
 from infra.exceptions import ERROR_REASONS, InvalidEventError, PgenrmError
-from infra.topics import FEEDBACK, REWARD_REQUESTS
+from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS
 
-from .samples import SAMPLES, dumps, feedback, reward_request
+from .samples import SAMPLES, dumps, feedback, reward_request, user_profile
 
 MAX = 100_000
 
@@ -86,6 +86,12 @@ def test_invalid_json(value: bytes | None) -> None:
         (REWARD_REQUESTS, reward_request(candidates=[1, 2])),  # right count, wrong type
         (REWARD_REQUESTS, reward_request(candidates="ab")),
         (REWARD_REQUESTS, reward_request(overrides={"samples": -1})),
+        (PROFILES, user_profile(stated_preferences=None, prototype_id=None)),  # nothing to set
+        (PROFILES, {"event_id": "p1", "user_id": "u1"}),
+        (PROFILES, user_profile(stated_preferences=" \n ", prototype_id=None)),  # blank
+        (PROFILES, user_profile(stated_preferences="x" * 4001)),
+        (PROFILES, user_profile(prototype_id=-1)),
+        (PROFILES, user_profile(context=[])),  # a feedback field (extra=forbid)
     ],
 )
 def test_schema_violation(topic: str, obj: Any) -> None:
@@ -152,6 +158,8 @@ def test_reason_codes_are_stable() -> None:
         "oversize",
         "candidate_count",
         "duplicate_id",
+        "unknown_prototype",
+        "user_has_history",
     }
     with pytest.raises(ValueError, match="unknown error reason"):
         InvalidEventError("bad_reason", "x", FEEDBACK)  # type: ignore[arg-type]

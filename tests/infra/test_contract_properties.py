@@ -27,10 +27,11 @@ from infra.contracts import (
     RewardOverrides,
     RewardRequest,
     RewardResult,
+    UserProfile,
 )
 from infra.exceptions import InvalidEventError
 from infra.kafka import encode_value
-from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
+from infra.topics import FEEDBACK, PERSONAS, PROFILES, PROTOTYPES, REWARD_REQUESTS, REWARDS
 
 MAX = 10_000_000
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,6 +72,19 @@ def feedback_events(draw: st.DrawFn) -> FeedbackEvent:
         critique=draw(st.none() | texts),
         stated_preferences=draw(st.none() | texts),
         request_id=draw(st.none() | ids),
+    )
+
+
+@st.composite
+def user_profiles(draw: st.DrawFn) -> UserProfile:
+    prefs = draw(st.none() | nonempty.filter(str.strip))
+    proto = draw((st.none() | small) if prefs is not None else small)
+    return UserProfile(
+        event_id=draw(ids),
+        user_id=draw(ids),
+        timestamp=draw(stamps),
+        stated_preferences=prefs,
+        prototype_id=proto,
     )
 
 
@@ -162,6 +176,12 @@ def test_feedback_event_roundtrip(event: FeedbackEvent) -> None:
 
 
 @PROPS
+@given(user_profiles())
+def test_user_profile_roundtrip(event: UserProfile) -> None:
+    _roundtrip(PROFILES, event)
+
+
+@PROPS
 @given(reward_requests)
 def test_reward_request_roundtrip(event: RewardRequest) -> None:
     _roundtrip(REWARD_REQUESTS, event)
@@ -185,7 +205,7 @@ def test_prototype_state_roundtrip(event: PrototypeState) -> None:
     _roundtrip(PROTOTYPES, event)
 
 
-TOPICS = [FEEDBACK, REWARD_REQUESTS, REWARDS, PERSONAS, PROTOTYPES]
+TOPICS = [FEEDBACK, PROFILES, REWARD_REQUESTS, REWARDS, PERSONAS, PROTOTYPES]
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from infra.cli import app
 from infra.contracts import MESSAGES
-from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
+from infra.topics import FEEDBACK, PERSONAS, PROFILES, PROTOTYPES, REWARD_REQUESTS, REWARDS
 
 from .samples import SAMPLES
 
@@ -18,6 +18,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 BY_NAME = {
     "FeedbackEvent": SAMPLES[FEEDBACK],
+    "UserProfile": SAMPLES[PROFILES],
     "RewardRequest": SAMPLES[REWARD_REQUESTS],
     "RewardResult": SAMPLES[REWARDS],
     "PersonaState": SAMPLES[PERSONAS],
@@ -38,12 +39,12 @@ def test_schema_prints_valid_json_schema() -> None:
     result = CliRunner().invoke(app, ["schema"])
     assert result.exit_code == 0, result.output
     schemas = json.loads(result.stdout)
-    assert set(schemas) == set(MESSAGES) and len(schemas) == 5
+    assert set(schemas) == set(MESSAGES) and len(schemas) == 6
     for name, schema in schemas.items():
         _check(name, schema)
 
 
-def test_schema_out_writes_five_files(tmp_path: Path) -> None:
+def test_schema_out_writes_one_file_per_contract(tmp_path: Path) -> None:
     out = tmp_path / "schemas"
     result = CliRunner().invoke(app, ["schema", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -60,3 +61,16 @@ def test_request_candidate_bounds_are_in_the_schema() -> None:
     assert validator.is_valid(req)
     assert not validator.is_valid({**req, "candidates": ["only one"]})
     assert not validator.is_valid({**req, "candidates": [str(i) for i in range(17)]})
+
+
+def test_profile_schema_needs_preferences_or_prototype() -> None:
+    validator = jsonschema.Draft202012Validator(MESSAGES["UserProfile"].model_json_schema())
+    base = {"event_id": "p1", "user_id": "u1"}
+    assert validator.is_valid({**base, "prototype_id": 3})
+    assert validator.is_valid({**base, "stated_preferences": "short answers"})
+    # what the model refuses, the schema refuses too
+    for bad in (base, {**base, "prototype_id": None, "stated_preferences": None}):
+        assert not validator.is_valid(bad)
+        with pytest.raises(ValueError, match="stated_preferences or prototype_id"):
+            MESSAGES["UserProfile"].model_validate(bad)
+    assert not validator.is_valid({**base, "stated_preferences": "   "})
