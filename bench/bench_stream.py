@@ -56,6 +56,7 @@ from infra.contracts import (  # noqa: E402
     RewardResult,
 )
 from infra.settings import BrokerSettings, ModelSettings, Settings  # noqa: E402
+from prototypes.embedder import EmbedderDtype  # noqa: E402
 
 console = Console()
 
@@ -212,11 +213,13 @@ def raw_consume_rate(settings: Settings, topic: str, n: int) -> float:
     return got / dt
 
 
-def raw_embed_rate(events: list[FeedbackEvent], batch: int, embed_batch: int) -> float:
-    """Events/s of raw MiniLM over the same texts, in the worker's batches and forward-pass size."""
+def raw_embed_rate(
+    events: list[FeedbackEvent], batch: int, embed_batch: int, dtype: EmbedderDtype = "auto"
+) -> float:
+    """Events/s of raw MiniLM over the same texts, in the worker's batches, pass size and dtype."""
     from prototypes.embedder import context_text, load_embedder
 
-    emb = load_embedder("minilm", batch_size=embed_batch)
+    emb = load_embedder("minilm", batch_size=embed_batch, dtype=dtype)
     emb.embed(["warm up"])
     t0 = time.perf_counter()
     for i in range(0, len(events), batch):
@@ -291,7 +294,7 @@ def main() -> None:
         for kv in args.worker_env:
             key, _, value = kv.partition("=")
             env[key] = value
-        results["worker_env"] = {k: v for k, v in env.items() if k.startswith("PGENRM_STREAM")}
+        results["worker_env"] = {k: v for k, v in env.items() if k.startswith("PGENRM_")}
         phases: dict[str, tuple[float, float]] = {}
         if args.skip_rewards:
             env["PGENRM_STREAM_LOAD_BACKEND"] = "false"
@@ -365,7 +368,13 @@ def main() -> None:
 
     embed_batch = int(env.get("PGENRM_STREAM_EMBED_BATCH", StreamConfig().embed_batch))
     results["embed_batch"] = embed_batch
-    results["raw_embed_eps"] = raw_embed_rate(events, batch, embed_batch)
+    dtype = ModelSettings.model_validate(
+        {"embedder_dtype": env.get("PGENRM_MODELS__EMBEDDER_DTYPE", "auto")}
+    ).embedder_dtype
+    results["raw_embed_eps"] = raw_embed_rate(events, batch, embed_batch, dtype)
+    from prototypes.embedder import load_embedder
+
+    results["embedder_dtype"] = load_embedder("minilm", batch_size=embed_batch, dtype=dtype).dtype
     results["full_path_eps"] = full_rate
     tight = min(results["raw_consume_eps"], results["raw_embed_eps"])
     results["ratio_to_tighter_limit"] = full_rate / tight
