@@ -161,6 +161,7 @@ def _two_tastes(service: PgenrmService) -> tuple[int, int]:
 
 
 def test_prototype_mode_for_a_known_user_without_history(service: PgenrmService) -> None:
+    from prototypes.embedder import context_text
     from prototypes.prior import prior_scores
 
     p_concise, p_verbose = _two_tastes(service)
@@ -178,7 +179,9 @@ def test_prototype_mode_for_a_known_user_without_history(service: PgenrmService)
     assert min(res.scores, key=lambda c: c.rank).index == 0  # verbose
     proto = service.stores.prototypes.get(p_verbose)
     assert proto is not None and proto.size == 3  # the assignment counts nothing
-    cand = service.embedder.embed(request("o1", "onboarded").candidates)
+    # embedded in the service's own batch (query first): bf16 rounding follows the batch shape
+    req = request("o1", "onboarded")
+    cand = service.embedder.embed([context_text(req.context), *req.candidates])[1:]
     expected = prior_scores(np.asarray(proto.z), cand)
     assert np.allclose(res.components["prior"], expected, atol=1e-5)
     # stated preferences alone route to the prototype whose members ask such things
