@@ -144,3 +144,27 @@ class NumberReadoutBackend(Protocol):
     ) -> list[list[float]]:
         """``log P(exactly k)`` for each prompt (ending where a number is due) and each k."""
         ...
+
+
+@runtime_checkable
+class ReadoutSession(NumberReadoutBackend, Protocol):
+    """Successive ``number_logprobs`` calls of one scoring job, sharing prompt state.
+
+    Prompt ``r`` of a call is expected to continue prompt ``r`` of the previous call
+    (score readout writes one score and the next key, then reads again), so an
+    implementation may keep each prompt's KV cache and run only the new tokens.
+    Results equal fresh calls'. Not thread-safe; :meth:`close` frees what it holds.
+    """
+
+    def close(self) -> None:
+        """Release the kept state (the session is not used afterwards)."""
+        ...
+
+
+@runtime_checkable
+class ReadoutSessionBackend(NumberReadoutBackend, Protocol):
+    """A number-readout backend that can keep prompt state across calls (``transformers``)."""
+
+    def readout_session(self) -> ReadoutSession:
+        """A new session; the caller closes it when its job is read."""
+        ...

@@ -26,11 +26,12 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from infra.contracts import ChatMessage
-from reward.protocol import NumberReadoutBackend
+from reward.protocol import NumberReadoutBackend, ReadoutSessionBackend
 
 SCALE = tuple(range(1, 11))
 """The integers whose probability is read (the template's 1-10 scale)."""
@@ -46,6 +47,24 @@ def expected_score(probs: Sequence[float]) -> tuple[float, float]:
     if mass <= 0:
         return float("nan"), 0.0
     return sum(k * p for k, p in zip(SCALE, probs, strict=True)) / mass, mass
+
+
+@contextmanager
+def readout_session(backend: NumberReadoutBackend) -> Iterator[NumberReadoutBackend]:
+    """What to read one job's slots with: a session of ``backend`` if it has them.
+
+    A :class:`~reward.protocol.ReadoutSessionBackend` yields a session (prompt KV
+    caches kept from one slot to the next), closed on exit; any other backend is
+    yielded as it is (every slot prefills its prompts again).
+    """
+    if isinstance(backend, ReadoutSessionBackend):
+        session = backend.readout_session()
+        try:
+            yield session
+        finally:
+            session.close()
+    else:
+        yield backend
 
 
 @dataclass
@@ -68,7 +87,9 @@ def read_scores(
     Parameters
     ----------
     backend:
-        Any backend with ``number_logprobs``.
+        Any backend with ``number_logprobs``; pass a session
+        (:func:`readout_session`) so that slots after the first run only their new
+        tokens.
     prompts:
         The chain prompts (system and user messages, no assistant turn).
     openings:
@@ -80,7 +101,8 @@ def read_scores(
         What goes between two scores, with ``{{k}}`` for the 1-based slot
         (e.g. ``', "response_{{k}}": '``).
 
-    All chains are read together: one backend call per candidate slot.
+    All chains are read together: one backend call per candidate slot, the
+    prompts in the same order each time.
     """
     texts = list(openings)
     masses = [1.0] * len(texts)

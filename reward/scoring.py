@@ -41,7 +41,7 @@ from reward.protocol import (
     ScoreRequest,
     ScoreResult,
 )
-from reward.readout import LOW_MASS, MIN_MASS, read_scores
+from reward.readout import LOW_MASS, MIN_MASS, read_scores, readout_session
 
 STOP = "<JSON_END>"
 """Generation stops at the end marker of PART 2 (the parser accepts a missing end marker)."""
@@ -235,13 +235,15 @@ class ChainScorer:
                 group.setdefault((j, tuple(order), opening), bare)
         done: dict[tuple[int, tuple[int, ...], str], tuple[str, float]] = {}
         for n, group in groups.items():
-            reads = read_scores(
-                backend,
-                list(group.values()),
-                [opening for _, _, opening in group],
-                n,
-                self.template.readout_next,
-            )
+            # One session per group: its slots reuse the prompts' KV caches, freed after.
+            with readout_session(backend) as reader:
+                reads = read_scores(
+                    reader,
+                    list(group.values()),
+                    [opening for _, _, opening in group],
+                    n,
+                    self.template.readout_next,
+                )
             done.update(zip(group, ((r.text, r.min_mass) for r in reads), strict=True))
         out: list[tuple[list[ChainParse], int]] = []
         for j, job in enumerate(jobs):

@@ -11,15 +11,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.contracts import ChatMessage
 from infra.hardware import bf16_supported
 from reward.exceptions import BackendError
 from reward.protocol import Completion
 
+if TYPE_CHECKING:
+    from reward.backends._readout import PromptCache
+
 READOUT_MAX_ROWS = 640
 """Rows (prompts x numbers) per readout forward pass when ``max_batch`` is unset."""
+READOUT_CACHE_BYTES = 1 << 30
+"""Default bound on the prompt KV caches a readout session keeps between calls."""
 
 
 class TransformersBackend:
@@ -37,6 +42,9 @@ class TransformersBackend:
         Most sequences (prompts x n) per ``generate`` call; None for all at once.
     share_prefix:
         Prefill each prompt once and share its KV cache among its n samples.
+    readout_cache_bytes:
+        Most bytes of prompt KV cache a :meth:`readout_session` keeps between its
+        calls (chunks beyond it are prefilled again on the next call).
     """
 
     def __init__(
@@ -47,6 +55,7 @@ class TransformersBackend:
         device: str = "cpu",
         max_batch: int | None = None,
         share_prefix: bool = True,
+        readout_cache_bytes: int = READOUT_CACHE_BYTES,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -57,6 +66,7 @@ class TransformersBackend:
         self.device = device
         self.max_batch = max_batch
         self.share_prefix = share_prefix
+        self.readout_cache_bytes = readout_cache_bytes
         self.model_id = model
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
@@ -192,21 +202,41 @@ class TransformersBackend:
         """``log P(the model writes exactly k next)`` per prompt and number (see ``_readout``).
 
         Each prompt normally ends with an assistant message that stops right where
-        a number is due; it is continued, not answered.
+        a number is due; it is continued, not answered. Every call prefills its
+        prompts from scratch; :meth:`readout_session` keeps them between calls.
         """
-        from reward.backends._readout import digit_start_ids, number_logprobs
+        return self._number_logprobs(prompts, numbers, None)
+
+    def readout_session(self) -> TransformersReadoutSession:
+        """A :class:`~reward.protocol.ReadoutSession` keeping prompt KV caches between calls."""
+        return TransformersReadoutSession(self, self.readout_cache_bytes)
+
+    def _number_logprobs(
+        self,
+        prompts: Sequence[list[ChatMessage]],
+        numbers: Sequence[int],
+        caches: list[PromptCache] | None,
+    ) -> list[list[float]]:
+        """Readout in chunks of prompts; chunk ``c`` reads and refills ``caches[c]`` if given."""
+        from reward.backends._readout import PromptCache, digit_start_ids, number_logprobs
 
         if not prompts:
             return []
         texts = [self.render(p) for p in prompts]
         # Each prompt is len(numbers) rows of the scoring step; max_batch bounds rows.
         per_call = max(1, (self.max_batch or READOUT_MAX_ROWS) // max(1, len(numbers)))
+        chunks = range(0, len(texts), per_call)
+        if caches is not None:  # one cache per chunk of this call
+            for cache in caches[len(chunks) :]:
+                cache.clear()
+            del caches[len(chunks) :]
+            caches.extend(PromptCache() for _ in range(len(chunks) - len(caches)))
         out: list[list[float]] = []
         with self._lock:
             if self._digit_ids is None:
                 self._digit_ids = digit_start_ids(self.tokenizer)
             try:
-                for i in range(0, len(texts), per_call):
+                for c, i in enumerate(chunks):
                     out.extend(
                         number_logprobs(
                             self.model,
@@ -215,9 +245,13 @@ class TransformersBackend:
                             numbers,
                             self._digit_ids,
                             self.device,
+                            caches[c] if caches is not None else None,
                         )
                     )
             except (RuntimeError, ValueError) as exc:
+                if caches is not None:
+                    for cache in caches:
+                        cache.clear()
                 raise BackendError(f"number readout failed: {exc}") from exc
         return out
 
@@ -274,3 +308,54 @@ class TransformersBackend:
                 group.append(Completion(text=text, tokens=length, logprob=logprob))
             groups.append(group)
         return groups
+
+
+class TransformersReadoutSession:
+    """Readout calls of one scoring job, each prompt batch's KV cache kept for the next.
+
+    Row ``r`` of a call should continue row ``r`` of the previous call (the same
+    chain with one more score written); then only the new tokens are prefilled.
+    Any other prompt is still read exactly, from its common token prefix with the
+    cache (possibly none). At most ``max_bytes`` of cache is kept between calls
+    (the last chunks are dropped first); :meth:`close` releases all of it.
+    """
+
+    def __init__(self, backend: TransformersBackend, max_bytes: int) -> None:
+        self.backend = backend
+        self.max_bytes = max_bytes
+        self.caches: list[PromptCache] = []
+
+    def number_logprobs(
+        self, prompts: Sequence[list[ChatMessage]], numbers: Sequence[int]
+    ) -> list[list[float]]:
+        """As :meth:`TransformersBackend.number_logprobs`, reusing this session's caches."""
+        out = self.backend._number_logprobs(prompts, numbers, self.caches)
+        held = 0
+        for cache in self.caches:
+            size = cache.nbytes
+            if held + size > self.max_bytes:
+                cache.clear()
+            else:
+                held += size
+        return out
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Prompt tokens computed and reused by the last call, and cache bytes kept."""
+        return {
+            "computed": sum(c.computed for c in self.caches),
+            "reused": sum(c.reused for c in self.caches),
+            "bytes": sum(c.nbytes for c in self.caches),
+        }
+
+    def close(self) -> None:
+        """Release every cached tensor."""
+        for cache in self.caches:
+            cache.clear()
+        self.caches.clear()
+
+    def __enter__(self) -> TransformersReadoutSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
