@@ -364,13 +364,15 @@ def main() -> None:
 
     torch.set_num_threads(args.torch_threads)
     results["torch_threads"] = args.torch_threads
+    from prototypes.embedder import default_batch_size
     from stream.config import StreamConfig
 
-    embed_batch = int(env.get("PGENRM_STREAM_EMBED_BATCH", StreamConfig().embed_batch))
-    results["embed_batch"] = embed_batch
     dtype = ModelSettings.model_validate(
         {"embedder_dtype": env.get("PGENRM_MODELS__EMBEDDER_DTYPE", "auto")}
     ).embedder_dtype
+    configured = env.get("PGENRM_STREAM_EMBED_BATCH") or StreamConfig().embed_batch
+    embed_batch = int(configured) if configured else default_batch_size(dtype)
+    results["embed_batch"] = embed_batch
     results["raw_embed_eps"] = raw_embed_rate(events, batch, embed_batch, dtype)
     from prototypes.embedder import load_embedder
 

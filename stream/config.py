@@ -36,11 +36,12 @@ class StreamConfig(BaseSettings):
     trace: bool = False
     """Log one ``pgenrm trace {json}`` line per feedback batch and reward request
     with the time spent per stage (``bench/bench_stream.py`` reads them)."""
-    embed_batch: int = Field(default=16, ge=1)
-    """Texts per embedder forward pass. sentence-transformers sorts a call's texts by
-    length and pads each pass to its longest text, so smaller passes waste less on
-    padding: on the loaded 2-core box (1 torch thread), 16 embedded feedback events
-    1.3-1.6x faster than 64 in batches of 13-40 events, 1.2x at 256."""
+    embed_batch: int | None = Field(default=None, ge=1)
+    """Texts per embedder forward pass; None: by the embedder's dtype
+    (:func:`prototypes.embedder.default_batch_size`: 16 in float32, 64 in bf16).
+    sentence-transformers sorts a call's texts by length and pads each pass to its
+    longest text, so in float32 smaller passes waste less on padding; bf16 matmuls
+    on AMX gain more from bigger passes than padding costs."""
     max_history: int = Field(default=64, ge=1)
     """Preference triples kept per user (oldest dropped first)."""
     halflife: float = Field(default=20.0, gt=0)

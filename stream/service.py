@@ -258,15 +258,14 @@ class PgenrmService:
         """Open the store, the embedder and the prototype assigner named by ``settings``."""
         from prototypes.assign import PrototypeAssigner
         from prototypes.clustering import OnlineClusterer
-        from prototypes.embedder import load_embedder
+        from prototypes.embedder import default_batch_size, load_embedder
         from prototypes.rebuild import clusterer_path
         from prototypes.stores import open_stores
 
         if embedder is None:
-            batch = (config or StreamConfig()).embed_batch
-            embedder = load_embedder(
-                settings.models.embedder, batch_size=batch, dtype=settings.models.embedder_dtype
-            )
+            dtype = settings.models.embedder_dtype
+            batch = (config or StreamConfig()).embed_batch or default_batch_size(dtype)
+            embedder = load_embedder(settings.models.embedder, batch_size=batch, dtype=dtype)
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
         settings.data_dir.mkdir(parents=True, exist_ok=True)

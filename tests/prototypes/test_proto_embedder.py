@@ -50,3 +50,11 @@ def test_empty_input_and_bad_path() -> None:
     assert emb.embed([]).shape == (0, 384)
     with pytest.raises(EmbedderError, match="cannot load embedder"):
         SentenceTransformerEmbedder("/nonexistent/embedder", dtype="float32")
+
+
+def test_default_batch_size_follows_the_dtype() -> None:
+    from prototypes.embedder import default_batch_size, resolve_dtype
+
+    assert (default_batch_size("float32"), default_batch_size("bfloat16")) == (16, 64)
+    assert resolve_dtype("auto", "cuda") == "bfloat16"
+    assert default_batch_size("auto") == (64 if bf16_supported() else 16)
