@@ -578,12 +578,24 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, (ax, lx) = plt.subplots(1, 2, figsize=(10, 3.8))
         names = ["raw consume", "raw embed", "full path"]
         vals = [r["raw_consume_eps"], r["raw_embed_eps"], r["full_path_eps"]]
-        ax.bar(names, vals, color=["#999", "#999", "#2a7"])
-        ax.set_ylabel("feedback events / s")
-        ax.set_title(f"ratio to tighter limit: {r['ratio_to_tighter_limit']:.2f}")
+        bars = ax.bar(names, vals, color=["#999", "#999", "#2a7"])
+        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in vals])
+        ax.set_yscale("log")  # the broker limit is ~50x the others
+        ax.set_ylabel("feedback events / s (log)")
+        ax.set_title(f"throughput; ratio to tighter limit {r['ratio_to_tighter_limit']:.2f}")
+        pv = r.get("prototype_visible_ms", {})
+        lat = {"p50": pv.get("p50", float("nan")), "p95": pv.get("p95", float("nan"))}
+        lbars = lx.bar(list(lat), [v / 1000 for v in lat.values()], color="#27a")
+        lx.bar_label(lbars, labels=[f"{v / 1000:.2f} s" for v in lat.values()])
+        lx.axhline(2.0, color="#c33", linestyle="--", label="goal p95 <= 2 s")
+        lx.set_ylabel("seconds")
+        lx.set_title(
+            f"first feedback -> prototype visible at {r.get('latency_rate_eps', 0):.0f} ev/s"
+        )
+        lx.legend(loc="upper left")
         fig.tight_layout()
         fig.savefig(out / "bench_stream.png", dpi=120)
     except Exception as exc:  # plotting is a convenience
