@@ -51,6 +51,7 @@ _COMMANDS: list[tuple[str, str, str, str]] = [
     ("up", "stream.cli", "up", "Run the whole service on the embedded default."),
     ("demo", "stream.cli", "demo", "Replay the built-in scenario and show rewards."),
     ("send-feedback", "stream.cli", "send_feedback", "Produce FeedbackEvents from a JSONL file."),
+    ("send-profiles", "stream.cli", "send_profiles", "Produce UserProfiles from a JSONL file."),
     ("request-reward", "stream.cli", "request_reward", "Request a reward, await it."),
     ("score", "reward.cli", "score", "Score one request offline."),
     ("eval", "stream.eval_cli", "eval_command", "Evaluate scorers on a dataset."),

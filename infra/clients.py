@@ -1,5 +1,5 @@
-"""Plain kafka-python clients behind ``pgenrm send-feedback`` and ``pgenrm request-reward``,
-and :func:`send_profiles` (onboarding profiles).
+"""Plain kafka-python clients behind ``pgenrm send-feedback``, ``pgenrm send-profiles`` and
+``pgenrm request-reward``.
 
 Examples
 --------
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from infra.codec import decode
 from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult, UserProfile
@@ -37,35 +37,57 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+E = TypeVar("E", bound=Contract)
+
 
 @dataclass
-class FeedbackFile:
+class EventFile(Generic[E]):
     """The events of a JSONL file and the ``(line, reason, detail)`` of its bad lines."""
 
-    events: list[FeedbackEvent] = field(default_factory=list)
+    events: list[E] = field(default_factory=list)
     problems: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def read_feedback_file(path: str | Path, *, max_bytes: int = 1_000_000) -> FeedbackFile:
-    """Validate every non-blank line of ``path`` as a :class:`FeedbackEvent`.
+FeedbackFile = EventFile[FeedbackEvent]
+
+
+def read_event_file(
+    path: str | Path, topic: str, kind: type[E], *, max_bytes: int = 1_000_000
+) -> EventFile[E]:
+    """Validate every non-blank line of ``path`` as an event of ``topic`` (a ``kind``).
 
     Uses the same boundary as the processors (:func:`infra.codec.decode`), so a
     line accepted here is never dead-lettered for its shape.
     """
-    out = FeedbackFile()
+    out: EventFile[E] = EventFile()
     with Path(path).open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             line = raw.strip()
             if not line:
                 continue
             try:
-                event = decode(FEEDBACK, line, max_bytes=max_bytes)
+                event = decode(topic, line, max_bytes=max_bytes)
             except InvalidEventError as exc:
                 out.problems.append((lineno, exc.reason, exc.detail))
                 continue
-            assert isinstance(event, FeedbackEvent)
+            assert isinstance(event, kind)
             out.events.append(event)
     return out
+
+
+def read_feedback_file(path: str | Path, *, max_bytes: int = 1_000_000) -> FeedbackFile:
+    """Validate every non-blank line of ``path`` as a :class:`FeedbackEvent`."""
+    return read_event_file(path, FEEDBACK, FeedbackEvent, max_bytes=max_bytes)
+
+
+def _checked(parsed: EventFile[E], path: str | Path, skip_invalid: bool) -> list[E]:
+    """The file's events; raises on bad lines unless ``skip_invalid`` (then logs them)."""
+    if parsed.problems:
+        if not skip_invalid:
+            raise FeedbackFileError(str(path), parsed.problems)
+        for lineno, reason, detail in parsed.problems:
+            log.warning("%s line %d skipped: %s: %s", path, lineno, reason, detail)
+    return parsed.events
 
 
 def send_feedback(
@@ -83,12 +105,23 @@ def send_feedback(
     Events are keyed by ``user_id``; the call returns after the broker acked all.
     """
     parsed = read_feedback_file(path, max_bytes=settings.broker.max_message_bytes)
-    if parsed.problems:
-        if not skip_invalid:
-            raise FeedbackFileError(str(path), parsed.problems)
-        for lineno, reason, detail in parsed.problems:
-            log.warning("%s line %d skipped: %s: %s", path, lineno, reason, detail)
-    return _produce_all(settings, FEEDBACK, parsed.events, producer)
+    events = _checked(parsed, path, skip_invalid)
+    return _produce_all(settings, FEEDBACK, events, producer)
+
+
+def send_profiles_file(
+    settings: Settings,
+    path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    producer: KafkaProducer | None = None,
+) -> int:
+    """Produce the UserProfiles of a JSONL file (all lines validated first, as
+    :func:`send_feedback` does); returns the count."""
+    parsed = read_event_file(
+        path, PROFILES, UserProfile, max_bytes=settings.broker.max_message_bytes
+    )
+    return send_profiles(settings, _checked(parsed, path, skip_invalid), producer=producer)
 
 
 def send_profiles(

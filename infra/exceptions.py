@@ -123,7 +123,8 @@ class InvalidEventError(PgenrmError):
 
 
 class FeedbackFileError(PgenrmError):
-    """A feedback JSONL file has invalid lines; ``problems`` lists ``(line, reason, detail)``."""
+    """An event JSONL file (feedback or profiles) has invalid lines; ``problems`` lists
+    ``(line, reason, detail)``."""
 
     def __init__(self, path: str, problems: list[tuple[int, str, str]]) -> None:
         self.path = path

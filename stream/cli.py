@@ -1,4 +1,5 @@
-"""``pgenrm up``, ``pgenrm demo``, ``pgenrm send-feedback``, ``pgenrm request-reward``.
+"""``pgenrm up``, ``pgenrm demo``, ``pgenrm send-feedback``, ``pgenrm send-profiles``,
+``pgenrm request-reward``.
 
 Imports stay light at module level (``pgenrm --help`` must be fast): faust,
 torch and the stores load inside the commands.
@@ -95,6 +96,20 @@ def send_feedback(
 
     n = _send(Settings(), path, skip_invalid=skip_invalid)
     console.print(f"sent {n} feedback event(s)")
+
+
+def send_profiles(
+    path: Annotated[Path, typer.Argument(help="JSONL file, one UserProfile per line.")],
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Send the valid lines even when some are invalid.")
+    ] = False,
+) -> None:
+    """Produce onboarding UserProfiles from a JSONL file (keyed by user_id)."""
+    from infra.clients import send_profiles_file
+    from infra.settings import Settings
+
+    n = send_profiles_file(Settings(), path, skip_invalid=skip_invalid)
+    console.print(f"sent {n} profile(s)")
 
 
 def request_reward(

@@ -1,4 +1,4 @@
-"""send-feedback, send_profiles and request-reward client helpers on the real broker."""
+"""send-feedback, send-profiles and request-reward client helpers on the real broker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from infra.clients import read_feedback_file, request_reward, send_feedback, send_profiles
+from infra.clients import (
+    read_feedback_file,
+    request_reward,
+    send_feedback,
+    send_profiles,
+    send_profiles_file,
+)
 from infra.codec import decode
 from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
 from infra.exceptions import FeedbackFileError, ResultTimeoutError
@@ -76,6 +82,32 @@ def test_send_profiles_produces_every_profile(kafka_settings: Settings) -> None:
     finally:
         watch.close()
     assert sorted(got) == sorted(encode_value(p) for p in profiles)
+
+
+def test_send_profiles_file_validates_every_line_first(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    run = time.monotonic_ns()
+    good = user_profile(event_id=f"pf-{run}", user_id=f"pf-user-{run}")
+    neither = user_profile(event_id=f"pf-bad-{run}", stated_preferences=None, prototype_id=None)
+    path = _write(tmp_path / "p.jsonl", [json.dumps(good), "", json.dumps(neither)])
+    watch = _watch(kafka_settings, PROFILES)
+    try:
+        with pytest.raises(FeedbackFileError) as info:
+            send_profiles_file(kafka_settings, path)
+        assert [(n, r) for n, r, _ in info.value.problems] == [(3, "schema_violation")]
+        assert _read(watch, 1, within_s=1.5) == []  # nothing was sent
+        assert send_profiles_file(kafka_settings, path, skip_invalid=True) == 1
+        (value,) = _read(watch, 1)
+    finally:
+        watch.close()
+    sent = decode(PROFILES, value, max_bytes=10**6)
+    assert isinstance(sent, UserProfile)
+    assert (sent.event_id, sent.user_id, sent.prototype_id) == (
+        good["event_id"],
+        good["user_id"],
+        4,
+    )
 
 
 def test_send_feedback_refuses_a_file_with_bad_lines(
