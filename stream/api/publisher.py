@@ -9,7 +9,7 @@ acknowledgement, so a 202 means the event is in the log.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.contracts import Contract, FeedbackEvent, UserProfile
 from infra.exceptions import BrokerError
@@ -18,6 +18,8 @@ from stream.api.protocol import FeedbackAccepted, ProfileAccepted
 
 if TYPE_CHECKING:
     from infra.settings import Settings
+
+A = TypeVar("A", bound=FeedbackAccepted)
 
 
 class KafkaFeedbackPublisher:
@@ -66,21 +68,18 @@ class KafkaFeedbackPublisher:
         BrokerError
             The broker is unreachable or did not acknowledge in time.
         """
-        meta = self._send(self.topic, event)
-        return FeedbackAccepted(
-            event_id=event.event_id,
-            user_id=event.user_id,
-            topic=meta.topic,
-            partition=meta.partition,
-            offset=meta.offset,
-        )
+        return self._publish(self.topic, event, FeedbackAccepted)
 
     def publish_profile(self, profile: UserProfile) -> ProfileAccepted:
         """Send ``profile`` and wait for the acknowledgement (raises as :meth:`publish`)."""
-        meta = self._send(self.profile_topic, profile)
-        return ProfileAccepted(
-            event_id=profile.event_id,
-            user_id=profile.user_id,
+        return self._publish(self.profile_topic, profile, ProfileAccepted)
+
+    def _publish(self, topic: str, event: FeedbackEvent | UserProfile, receipt: type[A]) -> A:
+        """Send ``event`` and say where it landed, as a ``receipt``."""
+        meta = self._send(topic, event)
+        return receipt(
+            event_id=event.event_id,
+            user_id=event.user_id,
             topic=meta.topic,
             partition=meta.partition,
             offset=meta.offset,
