@@ -5,6 +5,11 @@ package; any sentence-transformers model (a local folder or a hub id already in
 the local cache) works by name. Loading is slow, so one instance per
 ``(name, device, batch_size, dtype)`` is cached in-process.
 
+On CPU a large call is split over ``workers`` threads, each running torch on one
+core: one OpenMP team over all cores spins at its barriers whenever another
+thread (the broker, the store, the event loop) takes a core, and on the 2-core
+box that cost the feedback path a fifth of its speed.
+
 ``dtype="auto"`` runs the forward pass under bf16 autocast on a CPU with native
 bf16 (AMX or AVX512-BF16) and in float32 elsewhere. Autocast keeps LayerNorm,
 softmax and the pooling in float32: measured on the stream benchmark's texts,
@@ -26,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 import threading
 from collections.abc import Sequence
@@ -37,7 +43,7 @@ from prototypes.exceptions import EmbedderError
 
 EmbedderDtype = Literal["auto", "float32", "bfloat16"]
 
-_CACHE: dict[tuple[str, str, int, str], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, int, str, int], SentenceTransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
@@ -70,6 +76,12 @@ class SentenceTransformerEmbedder:
     dtype
         ``float32``, ``bfloat16`` (autocast: matmuls in bf16, norms in float32), or
         ``auto``: bf16 where the CPU computes it natively (or on an accelerator).
+    workers
+        On CPU, threads that embed shards of a call longer than ``batch_size`` at
+        once, each with torch on one core (:func:`default_workers`). Shards
+        interleave the texts sorted by length, so they pad alike and finish
+        together. A vector then depends on which texts shared its pass only
+        through bf16 rounding, as it already does with ``batch_size``.
     """
 
     def __init__(
@@ -79,7 +91,10 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = 64,
         dtype: EmbedderDtype = "auto",
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             from sentence_transformers import SentenceTransformer
@@ -99,11 +114,42 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.dtype: EmbedderDtype = resolve_dtype(dtype, device)
         self._device_type = device.split(":")[0]
+        self.workers = workers if self._device_type == "cpu" else 1
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows."""
+        """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows.
+
+        With ``workers > 1``, a call of more than ``batch_size`` texts is split
+        into that many shards of similar lengths, embedded at once by threads
+        that each run torch on one core.
+        """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.workers > 1 and len(texts) > self.batch_size:
+            return self._embed_sharded(texts)
+        return self._embed_one(texts)
+
+    def _embed_sharded(self, texts: Sequence[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        shards = [order[k :: self.workers] for k in range(self.workers)]
+        pool = self._shard_pool()
+        parts = pool.map(lambda idx: self._embed_one([texts[i] for i in idx]), shards)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx, part in zip(shards, parts, strict=True):
+            out[idx] = part
+        return out
+
+    def _shard_pool(self) -> cf.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="pgenrm-embed-shard", initializer=_one_thread
+                )
+            return self._pool
+
+    def _embed_one(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
@@ -116,6 +162,14 @@ class SentenceTransformerEmbedder:
         v = out.float()
         v = torch.nn.functional.normalize(v, dim=-1)
         return np.asarray(v.cpu().numpy(), dtype=np.float32)
+
+
+def _one_thread() -> None:
+    # OpenMP's thread count is per calling thread: the shard threads run torch on one
+    # core each (no barrier spin between them), the rest of the process keeps its own
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def resolve_dtype(dtype: EmbedderDtype, device: str = "cpu") -> EmbedderDtype:
@@ -145,20 +199,40 @@ def default_batch_size(dtype: EmbedderDtype, device: str = "cpu") -> int:
     return 64 if resolve_dtype(dtype, device) == "bfloat16" else 16
 
 
+def default_workers(workers: int | None, device: str = "cpu") -> int:
+    """Shard threads for ``workers`` (None: one per usable core, at most 4; 1 off CPU).
+
+    >>> default_workers(3), default_workers(None, "cuda")
+    (3, 1)
+    """
+    if device.split(":")[0] != "cpu":
+        return 1
+    if workers is not None:
+        return workers
+    from infra.hardware import usable_cores
+
+    return min(usable_cores(), 4)
+
+
 def load_embedder(
     name: str = "minilm",
     *,
     device: str = "cpu",
     batch_size: int = 64,
     dtype: EmbedderDtype = "auto",
+    workers: int = 1,
 ) -> SentenceTransformerEmbedder:
     """Return the cached embedder called ``name`` (loading it on first use)."""
-    key = (name, device, batch_size, dtype)
+    key = (name, device, batch_size, dtype, workers)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
             emb = SentenceTransformerEmbedder(
-                resolve_model_path(name), device=device, batch_size=batch_size, dtype=dtype
+                resolve_model_path(name),
+                device=device,
+                batch_size=batch_size,
+                dtype=dtype,
+                workers=workers,
             )
             _CACHE[key] = emb
         return emb
@@ -180,6 +254,53 @@ def embed_items(embedder: Any, items: Sequence[Any]) -> tuple[np.ndarray, np.nda
     e = embedder.embed(list(texts))
     ix = np.asarray(idx, dtype=np.int64).reshape(-1, 3)
     return e[ix[:, 0]], e[ix[:, 1]], e[ix[:, 2]]
+
+
+class TextVectors:
+    """Unit vectors of a set of distinct texts, looked up by the text itself.
+
+    The feedback pipeline embeds a batch's texts in one thread while the
+    previous batch is applied in another; this carries the vectors across.
+
+    Examples
+    --------
+    >>> from prototypes.embedder import TextVectors, load_embedder
+    >>> vecs = TextVectors.embed(load_embedder("minilm"), ["a", "b", "a"])
+    >>> len(vecs), vecs["a"].shape, "c" in vecs
+    (2, (384,), False)
+    >>> vecs.extend(load_embedder("minilm"), ["b", "c"]); len(vecs)
+    3
+    """
+
+    def __init__(self, texts: Sequence[str], matrix: np.ndarray) -> None:
+        if len(texts) != len(matrix):
+            raise ValueError("one row per text")
+        self._row = {t: i for i, t in enumerate(texts)}
+        self._matrix = matrix
+
+    @classmethod
+    def embed(cls, embedder: Any, texts: Sequence[str]) -> TextVectors:
+        """Embed the distinct ``texts`` in one embedder call."""
+        unique = list(dict.fromkeys(texts))
+        return cls(unique, embedder.embed(unique))
+
+    def extend(self, embedder: Any, texts: Sequence[str]) -> None:
+        """Embed those of ``texts`` not held yet (one call; none when all are held)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._row]
+        if not missing:
+            return
+        start = len(self._row)
+        self._row.update({t: start + i for i, t in enumerate(missing)})
+        self._matrix = np.concatenate([self._matrix, embedder.embed(missing)])
+
+    def __getitem__(self, text: str) -> np.ndarray:
+        return np.asarray(self._matrix[self._row[text]])
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._row
+
+    def __len__(self) -> int:
+        return len(self._row)
 
 
 def context_text(context: Sequence[Any]) -> str:

@@ -1,11 +1,12 @@
 """The faust-streaming app: three small agents over :class:`~stream.runtime.StreamRuntime`.
 
-``feedback``  ``pgenrm.feedback.v1`` in batches (``stream.take_events``): decode,
-              apply exactly once in effect, publish PersonaState/PrototypeState,
-              offer the users to the persona refresher. Faust acks the batch's
-              events only after ``handle_feedback`` returned, i.e. after the
-              store write and flush, so committed offsets never run ahead of
-              durable state.
+``feedback``  ``pgenrm.feedback.v1`` through :class:`~stream.pipeline.FeedbackPipeline`:
+              greedy batches are decoded and embedded while the previous one
+              is applied exactly once in effect; then PersonaState /
+              PrototypeState are published and the users offered to the
+              persona refresher. Events are acked by hand (``stream.noack()``)
+              only after their batch is durable in the store and flushed, so
+              committed offsets never run ahead of durable state.
 ``rewards``   ``pgenrm.reward-requests.v1`` one by one: answer once, publish
               RewardResult keyed by user.
 ``profiles``  ``pgenrm.profiles.v1`` one by one: register the user once per
@@ -30,6 +31,8 @@ Examples
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +40,7 @@ from typing import Any
 from infra.settings import Settings
 from infra.topics import FEEDBACK, PROFILES, REWARD_REQUESTS
 from stream.config import StreamConfig
+from stream.pipeline import FeedbackPipeline
 from stream.profiles import handle_profile
 from stream.runtime import Record, StreamRuntime
 
@@ -179,11 +183,18 @@ def create_app(
 
     @app.agent(raw_topic(FEEDBACK), name="feedback")
     async def feedback(stream: Any) -> Any:
-        async for events in stream.take_events(
-            config.feedback_batch, within=config.feedback_within_s
-        ):
-            await runtime.handle_feedback([_record(e) for e in events])
-            yield len(events)
+        manual = stream.noack()  # acked by the pipeline once the batch is durable
+        pipeline = FeedbackPipeline(runtime, max_batch=config.feedback_batch)
+        running = asyncio.ensure_future(pipeline.run())
+        try:
+            async for event in manual.events():
+                if running.done():
+                    running.result()  # a stage failed: crash the agent with its error
+                await pipeline.put(_record(event), functools.partial(manual.ack, event))
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
     @app.agent(raw_topic(REWARD_REQUESTS), name="rewards")
     async def rewards(stream: Any) -> Any:

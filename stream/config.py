@@ -18,14 +18,11 @@ class StreamConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGENRM_STREAM_", extra="ignore")
 
     feedback_batch: int = Field(default=256, ge=1)
-    """Most feedback events applied in one batch (one embedder call, one store flush)."""
-    feedback_within_s: float = Field(default=0.02, gt=0)
-    """Wait for more events once the agent is free (faust ``take_events(within=)``).
+    """Most feedback events in one batch (one embedder call, one store flush).
 
-    The feedback agent waits this long after every batch (unless ``feedback_batch``
-    events are already queued), so it is a fixed cost per batch: short keeps the
-    first-feedback-to-prototype latency low, and a backlog still fills whole
-    batches because the events queued meanwhile are taken at once."""
+    Batches are greedy (:mod:`stream.pipeline`): whatever arrived while the
+    previous batch was being embedded, up to this many, with no fixed wait, so a
+    quiet stream is handled event by event and a backlog in full batches."""
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=1500)
     """Longest time the broker may hold an empty Fetch of the worker's consumer.
 

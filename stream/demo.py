@@ -281,7 +281,6 @@ def run_demo(
                 "PGENRM_MODELS__MAX_NEW_TOKENS": str(max_new_tokens),
                 "PGENRM_STREAM_PERSONA_DEBOUNCE_S": "0.5",
                 "PGENRM_STREAM_PERSONA_MAX_NEW_TOKENS": str(max_new_tokens),
-                "PGENRM_STREAM_FEEDBACK_WITHIN_S": "0.1",
                 "PGENRM_API__HOST": "127.0.0.1",
                 "PGENRM_API_PORT": str(api_port),
             }

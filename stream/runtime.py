@@ -25,7 +25,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from infra.codec import dead_letter_message, decode
@@ -35,6 +35,7 @@ from infra.kafka import encode_value
 from infra.metrics import count_dead_lettered, count_processed
 from infra.settings import Settings
 from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
+from prototypes.embedder import TextVectors
 from prototypes.protocol import UserState
 from stream.api.live import LIVE
 from stream.config import StreamConfig
@@ -55,6 +56,23 @@ class Record:
     value: bytes | None
     timestamp: float | None = None
     """The record's Kafka timestamp in epoch seconds (producer create time), if known."""
+
+
+@dataclass(frozen=True)
+class PreparedFeedback:
+    """A decoded and embedded feedback batch, waiting to be applied."""
+
+    size: int
+    """Records in the batch, dead-lettered ones included."""
+    good: list[tuple[Record, FeedbackEvent]]
+    """The records that decoded, with their events, in offset order."""
+    vectors: TextVectors | None
+    """The events' texts embedded (None when the embedder failed: embed when applied)."""
+    lag_ms: float | None
+    stage_ms: dict[str, float]
+    """Time spent preparing, per stage (``decode``, ``embed``)."""
+    ready_at: float = field(default_factory=time.perf_counter)
+    """``time.perf_counter()`` when preparing ended (the wait for the apply stage starts)."""
 
 
 class Publisher(Protocol):
@@ -132,6 +150,7 @@ class StreamRuntime:
         self._service = service
         self._open_lock = asyncio.Lock()
         self.feedback_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-feedback")
+        self.embed_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-embed")
         self.reward_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-reward")
         self.ledger_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-ledger")
         self._marks: set[asyncio.Future[None]] = set()
@@ -213,6 +232,7 @@ class StreamRuntime:
             await loop.run_in_executor(self.feedback_pool, self._service.close)
             self._service = None
         self.feedback_pool.shutdown(wait=False, cancel_futures=True)
+        self.embed_pool.shutdown(wait=False, cancel_futures=True)
         self.reward_pool.shutdown(wait=False, cancel_futures=True)
         self.ledger_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -255,7 +275,19 @@ class StreamRuntime:
         """Validate, apply (exactly once in effect), publish states; DLQ the rest.
 
         Returns when everything is durable in the store and every output is
-        sent, so the caller may then let the offsets be committed.
+        sent, so the caller may then let the offsets be committed. The stream
+        runs the two halves, :meth:`prepare_feedback` and
+        :meth:`apply_prepared`, overlapped (:mod:`stream.pipeline`).
+        """
+        return await self.apply_prepared(await self.prepare_feedback(records))
+
+    async def prepare_feedback(self, records: Sequence[Record]) -> PreparedFeedback:
+        """Decode (dead-lettering what fails) and embed a batch; touches no state.
+
+        Runs the embedding in its own thread, so it may overlap
+        :meth:`apply_prepared` of the previous batch. An embedder failure is
+        logged and counted; the batch then embeds again when applied (and an
+        event that fails there on its own is dead-lettered).
         """
         svc = await self.service()
         clock = StageClock()
@@ -269,13 +301,33 @@ class StreamRuntime:
                 continue
             assert isinstance(ev, FeedbackEvent)
             good.append((rec, ev))
+        clock.lap("decode")
+        vectors: TextVectors | None = None
+        if good:
+            loop = asyncio.get_running_loop()
+            try:
+                vectors = await loop.run_in_executor(
+                    self.embed_pool, svc.embed_feedback, [ev for _, ev in good]
+                )
+            except Exception as exc:
+                log.warning("embedding a feedback batch failed (%s); it embeds when applied", exc)
+                self.counters["embed_retries"] += 1
+        clock.lap("embed")
+        return PreparedFeedback(len(records), good, vectors, lag_ms, clock.ms)
+
+    async def apply_prepared(self, batch: PreparedFeedback) -> list[ApplyOutcome]:
+        """Apply a prepared batch, publish the states, flush; see :meth:`handle_feedback`."""
+        svc = await self.service()
+        stages = {**batch.stage_ms, "wait": (time.perf_counter() - batch.ready_at) * 1000.0}
+        clock = StageClock()
+        good = batch.good
         if not good:
             await self.publisher.flush()
+            self._trace("feedback", batch.size, batch.lag_ms, {**stages, **clock.ms}, {})
             return []
         loop = asyncio.get_running_loop()
         events = [ev for _, ev in good]
         positions = [(r.partition, r.offset) for r, _ in good]
-        clock.lap("decode")
         apply_ms: dict[str, float] = {}
         early: list[cf.Future[None]] = []
 
@@ -288,7 +340,7 @@ class StreamRuntime:
         on_applied = publish_early if self.config.publish_states else None
         try:
             outcomes, apply_ms = await loop.run_in_executor(
-                self.feedback_pool, self._apply, svc, events, positions, on_applied
+                self.feedback_pool, self._apply, svc, events, positions, on_applied, batch.vectors
             )
         except Exception as exc:
             log.warning("feedback batch failed (%s); retrying event by event", exc)
@@ -333,7 +385,7 @@ class StreamRuntime:
         if self.refresher is not None:
             for user in last_state:
                 self.refresher.offer(user)
-        self._trace("feedback", len(records), lag_ms, clock.ms, apply_ms)
+        self._trace("feedback", batch.size, batch.lag_ms, {**stages, **clock.ms}, apply_ms)
         self._maybe_log_progress()
         return outcomes
 
@@ -343,9 +395,10 @@ class StreamRuntime:
         events: list[FeedbackEvent],
         positions: list[tuple[int, int]],
         on_applied: Callable[[list[ApplyOutcome]], None] | None,
+        vectors: TextVectors | None,
     ) -> tuple[list[ApplyOutcome], dict[str, float]]:
         """``svc.apply_feedback`` and its stage timings (runs in the feedback thread)."""
-        outcomes = svc.apply_feedback(events, positions, on_applied=on_applied)
+        outcomes = svc.apply_feedback(events, positions, on_applied=on_applied, vectors=vectors)
         return outcomes, dict(svc.last_apply_ms)
 
     @staticmethod

@@ -77,6 +77,7 @@ from infra.contracts import (
     utcnow,
 )
 from infra.settings import Settings
+from prototypes.embedder import TextVectors
 from prototypes.protocol import Prototype, UserState
 from reward.protocol import HistoryItem, ScoreRequest, ScoreResult
 from stream.combine import (
@@ -140,6 +141,14 @@ def profile_key(event_id: str) -> str:
     'profile:p1'
     """
     return f"profile:{event_id}"
+
+
+def feedback_texts(events: Sequence[FeedbackEvent]) -> list[str]:
+    """Query, chosen and rejected text of each event, in that order (3 per event)."""
+    texts: list[str] = []
+    for ev in events:
+        texts += [_query_text(ev.context), ev.chosen, ev.rejected]
+    return texts
 
 
 def _query_text(context: Sequence[Any]) -> str:
@@ -258,14 +267,19 @@ class PgenrmService:
         """Open the store, the embedder and the prototype assigner named by ``settings``."""
         from prototypes.assign import PrototypeAssigner
         from prototypes.clustering import OnlineClusterer
-        from prototypes.embedder import default_batch_size, load_embedder
+        from prototypes.embedder import default_batch_size, default_workers, load_embedder
         from prototypes.rebuild import clusterer_path
         from prototypes.stores import open_stores
 
         if embedder is None:
             dtype = settings.models.embedder_dtype
             batch = (config or StreamConfig()).embed_batch or default_batch_size(dtype)
-            embedder = load_embedder(settings.models.embedder, batch_size=batch, dtype=dtype)
+            embedder = load_embedder(
+                settings.models.embedder,
+                batch_size=batch,
+                dtype=dtype,
+                workers=default_workers(settings.models.embedder_workers),
+            )
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -380,12 +394,16 @@ class PgenrmService:
         positions: Sequence[tuple[int, int]] | None = None,
         *,
         on_applied: Callable[[list[ApplyOutcome]], None] | None = None,
+        vectors: TextVectors | None = None,
     ) -> list[ApplyOutcome]:
         """Apply a batch of feedback events, exactly once in effect (see module doc).
 
         ``positions[i]`` is ``(partition, offset)`` of ``events[i]`` on the
         feedback topic (None outside Kafka: then only the ledger guards).
-        All texts of the new events are embedded in one embedder call.
+        ``vectors`` are the batch's texts embedded beforehand
+        (:meth:`embed_feedback`, the stream embeds the next batch while this one
+        is applied); the texts of new events it lacks are embedded here, in one
+        embedder call.
         ``on_applied(outcomes)`` is called (in this thread, under the write
         lock) as soon as the users and prototypes are written to the store,
         before the flush and the checkpoint make them durable: the stream
@@ -396,13 +414,21 @@ class PgenrmService:
         if not events:
             return []
         with self._write_lock:
-            return self._apply_locked(events, positions, on_applied)
+            return self._apply_locked(events, positions, on_applied, vectors)
+
+    def embed_feedback(self, events: Sequence[FeedbackEvent]) -> TextVectors:
+        """The vectors :meth:`apply_feedback` needs for ``events`` (touches no state).
+
+        Safe to call from another thread while a batch is being applied.
+        """
+        return TextVectors.embed(self.embedder, feedback_texts(events))
 
     def _apply_locked(
         self,
         events: Sequence[FeedbackEvent],
         positions: Sequence[tuple[int, int]] | None,
         on_applied: Callable[[list[ApplyOutcome]], None] | None = None,
+        vectors: TextVectors | None = None,
     ) -> list[ApplyOutcome]:
         from prototypes.user_update import apply_feedback, search_vector
 
@@ -438,18 +464,16 @@ class PgenrmService:
         marker = self.settings.data_dir / INFLIGHT
         if fresh:
             marker.touch()
-            texts: list[str] = []
-            for i in fresh:
-                ev = events[i]
-                texts += [_query_text(ev.context), ev.chosen, ev.rejected]
-            unique = list(dict.fromkeys(texts))  # repeated texts are embedded once
-            row = {t: j for j, t in enumerate(unique)}
-            emb = self.embedder.embed(unique)
+            texts = feedback_texts([events[i] for i in fresh])
+            if vectors is None:
+                vectors = TextVectors.embed(self.embedder, texts)
+            else:
+                vectors.extend(self.embedder, texts)
             clock.lap("embed")
             for k, i in enumerate(fresh):
                 ev = events[i]
                 out = outcomes[i]
-                e_query, e_chosen, e_rejected = (emb[row[texts[3 * k + j]]] for j in range(3))
+                e_query, e_chosen, e_rejected = (vectors[texts[3 * k + j]] for j in range(3))
                 st = states.get(ev.user_id) or UserState(user_id=ev.user_id)
                 item = HistoryItem(
                     context=list(ev.context),

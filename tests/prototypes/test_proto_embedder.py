@@ -7,7 +7,7 @@ import pytest
 
 from infra.hardware import bf16_supported
 from infra.settings import ModelSettings
-from prototypes.embedder import SentenceTransformerEmbedder, load_embedder
+from prototypes.embedder import SentenceTransformerEmbedder, load_embedder, resolve_model_path
 from prototypes.exceptions import EmbedderError
 
 TEXTS = [
@@ -58,3 +58,40 @@ def test_default_batch_size_follows_the_dtype() -> None:
     assert (default_batch_size("float32"), default_batch_size("bfloat16")) == (16, 64)
     assert resolve_dtype("auto", "cuda") == "bfloat16"
     assert default_batch_size("auto") == (64 if bf16_supported() else 16)
+
+
+def test_sharded_embedding_matches_one_call_in_order() -> None:
+    texts = [f"{t} (variant {i})" for i in range(12) for t in TEXTS]  # 72 texts
+    one = load_embedder("minilm", batch_size=8, dtype="float32")
+    sharded = load_embedder("minilm", batch_size=8, dtype="float32", workers=2)
+    assert sharded is not one and sharded.workers == 2
+    a, b = one.embed(texts), sharded.embed(texts)
+    assert b.shape == (len(texts), 384) and b.dtype == np.float32
+    # row i is text i: the shards' rows went back to their places
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.9999, cos
+    assert sharded._pool is not None  # the call was sharded, not run in this thread
+    # shard threads run torch on one core each; this thread keeps its own count
+    import torch
+
+    threads = sharded._pool.submit(torch.get_num_threads).result()
+    assert threads == 1
+
+
+def test_small_calls_are_not_sharded() -> None:
+    emb = SentenceTransformerEmbedder(
+        resolve_model_path("minilm"), batch_size=8, dtype="float32", workers=2
+    )
+    emb.embed(TEXTS)  # 6 texts <= batch_size
+    assert emb._pool is None
+
+
+def test_default_workers() -> None:
+    from infra.hardware import usable_cores
+    from prototypes.embedder import default_workers
+
+    assert default_workers(None) == min(usable_cores(), 4)
+    assert default_workers(1) == 1 and default_workers(None, "cuda:0") == 1
+    assert ModelSettings().embedder_workers is None
+    with pytest.raises(ValueError, match="workers"):
+        SentenceTransformerEmbedder("/unused", workers=0)

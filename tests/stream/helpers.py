@@ -1,6 +1,13 @@
-"""Event builders shared by the stream tests."""
+"""Event builders, a counting embedder and a polling helper shared by the stream tests."""
 
 from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from infra.contracts import ChatMessage, FeedbackEvent
 
@@ -30,3 +37,29 @@ def fb(
         critique=critique,
         request_id=request_id,
     )
+
+
+class CountingEmbedder:
+    """The real embedder, with its calls counted and the thread each ran in."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dim = inner.dim
+        self.calls: list[int] = []
+        self.threads: list[str] = []
+        """Name of the calling thread, pool index dropped (``pgenrm-embed``)."""
+
+    def embed(self, texts: Any) -> np.ndarray:
+        self.calls.append(len(texts))
+        self.threads.append(threading.current_thread().name.rsplit("_", 1)[0])
+        return np.asarray(self.inner.embed(texts))
+
+
+async def until(pred: Callable[[], bool], timeout_s: float = 30.0, step_s: float = 0.02) -> None:
+    """Poll ``pred`` on the running loop until it holds; fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / step_s)):
+        if pred():
+            return
+        await asyncio.sleep(step_s)
+    raise AssertionError("condition not reached")

@@ -17,7 +17,7 @@ from stream.app import create_app
 from stream.config import StreamConfig
 from stream.runtime import MemoryPublisher, StreamRuntime
 from stream.service import PgenrmService
-from tests.stream.helpers import fb
+from tests.stream.helpers import fb, until
 
 
 @pytest.fixture
@@ -39,14 +39,6 @@ def harness(
         yield app, rt, pub
     finally:
         svc.close()
-
-
-async def _until(pred: Any, timeout_s: float = 30.0) -> None:
-    for _ in range(int(timeout_s / 0.02)):
-        if pred():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def _dlq_reasons(pub: MemoryPublisher, topic: str) -> list[str]:
@@ -73,7 +65,7 @@ def test_feedback_agent_applies_dead_letters_and_publishes(
         async with agent.test_context() as ctx:
             for _i, value in enumerate(stream):
                 await ctx.put(value=value, key=b"k", partition=0, wait=False)
-            await _until(
+            await until(
                 lambda: (
                     rt.counters["feedback_applied"] == 6 and len(_dlq_reasons(pub, FEEDBACK)) == 5
                 )

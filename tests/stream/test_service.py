@@ -13,21 +13,7 @@ from infra.settings import Settings
 from stream.config import StreamConfig
 from stream.exceptions import StreamError
 from stream.service import PgenrmService, request_key
-from tests.stream.helpers import CONCISE, VERBOSE, fb
-
-
-class CountingEmbedder:
-    """The real embedder, with its calls counted (to check one call per batch)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.model_id = inner.model_id
-        self.dim = inner.dim
-        self.calls: list[int] = []
-
-    def embed(self, texts: Any) -> np.ndarray:
-        self.calls.append(len(texts))
-        return self.inner.embed(texts)
+from tests.stream.helpers import CONCISE, VERBOSE, CountingEmbedder, fb
 
 
 def request(rid: str, user: str, *, deadline_ms: int | None = None) -> RewardRequest:

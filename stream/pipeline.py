@@ -1,0 +1,147 @@
+"""The feedback path as a two-stage pipeline: embed batch k+1 while batch k is applied.
+
+The embedding (MiniLM, in its own thread) is most of a feedback batch's time;
+the rest (read users, update and cluster, upsert, flush, publish) is state work
+in the feedback thread. Run one after the other, the state work adds to every
+batch; here the next batch is decoded and embedded while the current one is
+applied, so on a machine with a core to spare the path runs at the speed of
+the embedding.
+
+Batching is greedy: the prepare stage takes everything that arrived (up to
+``max_batch``) as soon as it is free, so a quiet stream is handled one event
+at a time and a backlog in full batches, with no fixed wait.
+
+Exactly once in effect is unchanged: batches are applied strictly in arrival
+order, one at a time, and each record (dead-lettered ones included) is acked
+only after the batch it belongs to is durable in the store and its outputs
+are flushed. Faust commits per partition only up to the first offset not
+acked yet, so a crash at any point re-delivers from there and the store's
+offsets and ledger skip what was already applied.
+
+Examples
+--------
+>>> import asyncio
+>>> from stream.pipeline import FeedbackPipeline
+>>> class Echo:  # stands in for StreamRuntime: prepare_feedback / apply_prepared
+...     def __init__(self): self.applied = []
+...     async def prepare_feedback(self, records): return list(records)
+...     async def apply_prepared(self, batch): self.applied.append(batch)
+>>> async def main():
+...     rt, acked = Echo(), []
+...     pipe = FeedbackPipeline(rt, max_batch=2)
+...     task = asyncio.ensure_future(pipe.run())
+...     for i in range(5):
+...         await pipe.put(i, lambda i=i: _ack(acked, i))
+...     await pipe.join()
+...     task.cancel()
+...     return [x for b in rt.applied for x in b], acked
+>>> async def _ack(acked, i): acked.append(i)
+>>> asyncio.run(main())
+([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+Ack = Callable[[], Awaitable[object]]
+"""Acknowledges one consumed record (faust: ``stream.ack(event)``)."""
+
+
+class FeedbackStages(Protocol):
+    """The two halves of the feedback path (:class:`~stream.runtime.StreamRuntime`)."""
+
+    async def prepare_feedback(self, records: Any) -> Any:
+        """Decode and embed a batch of records (no state touched)."""
+        ...
+
+    async def apply_prepared(self, batch: Any) -> Any:
+        """Apply a prepared batch; returns once it is durable and its outputs are sent."""
+        ...
+
+
+class FeedbackPipeline:
+    """Greedy batches through prepare (embed) and apply (state), overlapped.
+
+    Parameters
+    ----------
+    stages
+        What to do with a batch (the stream runtime).
+    max_batch
+        Most records per batch.
+    max_pending
+        Records buffered before :meth:`put` waits (back-pressure onto the
+        consumer); default ``2 * max_batch``.
+    """
+
+    def __init__(self, stages: FeedbackStages, *, max_batch: int, max_pending: int = 0) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.stages = stages
+        self.max_batch = max_batch
+        self.max_pending = max(max_pending or 2 * max_batch, max_batch)
+        self._buffer: list[tuple[Any, Ack]] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        # one prepared batch may wait while the next is being prepared
+        self._prepared: asyncio.Queue[tuple[Any, list[Ack]]] = asyncio.Queue(maxsize=1)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.batches = 0
+        """Batches applied so far."""
+
+    async def put(self, record: Any, ack: Ack) -> None:
+        """Queue one record; ``ack()`` is awaited once its batch is applied."""
+        while len(self._buffer) >= self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+        self._buffer.append((record, ack))
+        self._in_flight += 1
+        self._idle.clear()
+        self._arrived.set()
+
+    async def join(self) -> None:
+        """Wait until every record put so far is applied and acked."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Run both stages until cancelled; a failing stage cancels the other and raises."""
+        prepare = asyncio.ensure_future(self._prepare_loop())
+        apply = asyncio.ensure_future(self._apply_loop())
+        try:
+            done, _ = await asyncio.wait({prepare, apply}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in (prepare, apply):
+                task.cancel()
+            for task in (prepare, apply):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _prepare_loop(self) -> None:
+        while True:
+            await self._arrived.wait()
+            taken = self._buffer[: self.max_batch]
+            del self._buffer[: self.max_batch]
+            if not self._buffer:
+                self._arrived.clear()
+            self._room.set()
+            prepared = await self.stages.prepare_feedback([rec for rec, _ in taken])
+            await self._prepared.put((prepared, [ack for _, ack in taken]))
+
+    async def _apply_loop(self) -> None:
+        while True:
+            prepared, acks = await self._prepared.get()
+            await self.stages.apply_prepared(prepared)
+            for ack in acks:
+                await ack()
+            self.batches += 1
+            self._in_flight -= len(acks)
+            if self._in_flight == 0:
+                self._idle.set()
