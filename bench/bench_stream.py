@@ -192,6 +192,19 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(round(q * (len(s) - 1)), len(s) - 1)]
 
 
+def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """User + system CPU seconds so far of each named process (Linux ``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
 def cpu_description() -> dict[str, Any]:
     """CPU model, cores and the bf16 features that decide MiniLM's speed."""
     from infra.hardware import usable_cores
@@ -340,6 +353,7 @@ def main() -> None:
             watcher.wait_applied({"warm-user-0": 1}, 600)
             # 1. throughput
             w0 = time.time()
+            cpu0 = cpu_seconds({"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()})
             t0 = time.perf_counter()
             for ev in events:
                 produce(prod, FEEDBACK, ev)
@@ -350,6 +364,10 @@ def main() -> None:
             t_done = watcher.wait_applied(expected, 900)
             full_rate = len(events) / (t_done - t0)
             phases["throughput"] = (w0, time.time())
+            cpu1 = cpu_seconds({"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()})
+            results["throughput_cpu_cores"] = {
+                k: (cpu1[k] - cpu0[k]) / (t_done - t0) for k in cpu0 if k in cpu1
+            }
             console.print(f"full feedback path: {full_rate:,.0f} events/s")
             # 2. first-feedback-to-prototype-visible at a steady rate (100 events/s)
             rate = args.rate
@@ -611,6 +629,9 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
             "",
         )
     console.print(t)
+    if "throughput_cpu_cores" in r:
+        used = ", ".join(f"{k} {v:.2f}" for k, v in r["throughput_cpu_cores"].items())
+        console.print(f"[dim]cores busy during the throughput phase: {used}[/dim]")
     for phase, stats in r.get("trace", {}).items():
         parts = [
             f"{k} {v['p50']:.0f}/{v['p95']:.0f}"
