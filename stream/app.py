@@ -181,11 +181,26 @@ def create_app(
             name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
 
+    crashing: set[asyncio.Future[None]] = set()
+
+    def crash_on_failure(task: asyncio.Future[None]) -> None:
+        # a stage failed outside the per-event retry (the broker refused the outputs, the
+        # store could not open): its batch stays unacked, so crash the worker now and let
+        # its restart re-consume from the committed offsets
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        log.error("feedback pipeline failed: %r; crashing the worker", exc)
+        runtime.counters["pipeline_failures"] += 1
+        crashing.add(asyncio.ensure_future(app.crash(exc)))
+
     @app.agent(raw_topic(FEEDBACK), name="feedback")
     async def feedback(stream: Any) -> Any:
         manual = stream.noack()  # acked by the pipeline once the batch is durable
         pipeline = FeedbackPipeline(runtime, max_batch=config.feedback_batch)
         running = asyncio.ensure_future(pipeline.run())
+        running.add_done_callback(crash_on_failure)
         try:
             async for event in manual.events():
                 if running.done():

@@ -16,7 +16,10 @@ order, one at a time, and each record (dead-lettered ones included) is acked
 only after the batch it belongs to is durable in the store and its outputs
 are flushed. Faust commits per partition only up to the first offset not
 acked yet, so a crash at any point re-delivers from there and the store's
-offsets and ledger skip what was already applied.
+offsets and ledger skip what was already applied. A stage that fails outside
+the runtime's per-event retry (the broker refusing the outputs) stops the
+pipeline with its batch unacked, and the faust app then crashes the worker
+(:func:`stream.app.create_app`), whose restart re-consumes that batch.
 
 Examples
 --------

@@ -168,3 +168,25 @@ def test_worker_consumer_fetch_wait_comes_from_the_config(svc_settings: Settings
             await consumer.stop()
 
     assert asyncio.run(main()) == 20
+
+
+def test_a_failing_feedback_stage_crashes_the_worker(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, rt, _pub = harness
+
+    async def broker_refuses(batch: Any) -> Any:
+        raise ConnectionError("broker refused the outputs")
+
+    monkeypatch.setattr(rt, "apply_prepared", broker_refuses)
+
+    async def main() -> None:
+        agent = app.agents["feedback"]
+        async with agent.test_context() as ctx:
+            await ctx.put(value=encode_value(fb("x1", "u0")), key=b"u0", partition=0, wait=False)
+            await until(lambda: app.crash_reason is not None, timeout_s=60)
+
+    asyncio.run(main())
+    assert isinstance(app.crash_reason, ConnectionError)
+    assert rt.counters["pipeline_failures"] == 1
+    assert rt.counters["feedback_applied"] == 0
