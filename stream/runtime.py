@@ -6,7 +6,11 @@
 headers), runs the service in thread executors (so the event loop keeps
 heartbeating while models run), publishes PersonaState / PrototypeState /
 RewardResult through a :class:`Publisher`, and feeds the persona refresher.
-The faust app (:mod:`stream.app`) only adapts faust events to :class:`Record`.
+A feedback batch has two halves with a thread each, so that
+:mod:`stream.pipeline` can overlap them: :meth:`StreamRuntime.prepare_feedback`
+(decode, embed; no state) and :meth:`StreamRuntime.apply_prepared` (apply,
+publish, flush). The faust app (:mod:`stream.app`) only adapts faust events to
+:class:`Record`.
 
 Dead-letter reasons here: the codec's (``invalid_json``, ``schema_violation``,
 ``unknown_schema_version``, ``oversize``, ``candidate_count``), plus
