@@ -353,7 +353,8 @@ def main() -> None:
             watcher.wait_applied({"warm-user-0": 1}, 600)
             # 1. throughput
             w0 = time.time()
-            cpu0 = cpu_seconds({"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()})
+            pids = {"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()}
+            cpu0 = cpu_seconds(pids)
             t0 = time.perf_counter()
             for ev in events:
                 produce(prod, FEEDBACK, ev)
@@ -364,7 +365,7 @@ def main() -> None:
             t_done = watcher.wait_applied(expected, 900)
             full_rate = len(events) / (t_done - t0)
             phases["throughput"] = (w0, time.time())
-            cpu1 = cpu_seconds({"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()})
+            cpu1 = cpu_seconds(pids)
             results["throughput_cpu_cores"] = {
                 k: (cpu1[k] - cpu0[k]) / (t_done - t0) for k in cpu0 if k in cpu1
             }
@@ -429,8 +430,9 @@ def main() -> None:
     # the limit is the faster of the two ways to embed on this machine, whichever the
     # worker uses: one call on torch's thread team, or shards on one-core threads
     layouts = {"team": raw_embed_rate(events, batch, embed_batch, dtype, workers=1)}
-    if workers > 1:
-        layouts[f"{workers}_shards"] = raw_embed_rate(events, batch, embed_batch, dtype, workers)
+    shards = max(workers, default_workers(None))
+    if shards > 1:
+        layouts[f"{shards}_shards"] = raw_embed_rate(events, batch, embed_batch, dtype, shards)
     results["raw_embed_eps_by_layout"] = layouts
     results["raw_embed_eps"] = max(layouts.values())
     from prototypes.embedder import load_embedder

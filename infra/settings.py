@@ -77,7 +77,7 @@ class ModelSettings(BaseModel):
     """Threads that embed shards of one large call at once, each running torch on one
     core (:class:`prototypes.embedder.SentenceTransformerEmbedder`). None: one per
     usable core, at most 4. 1: a single call with torch's own thread team. Measured
-    on 2 cores: the feedback path 103 vs 80 events/s, because one OpenMP team
+    on 2 cores: the feedback path 94 vs 80 events/s, because one OpenMP team
     spinning at its barriers loses whenever the broker or the state work takes a core."""
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None

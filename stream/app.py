@@ -187,10 +187,9 @@ def create_app(
         # a stage failed outside the per-event retry (the broker refused the outputs, the
         # store could not open): its batch stays unacked, so crash the worker now and let
         # its restart re-consume from the committed offsets
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        exc = task.exception()
-        assert exc is not None
         log.error("feedback pipeline failed: %r; crashing the worker", exc)
         runtime.counters["pipeline_failures"] += 1
         crashing.add(asyncio.ensure_future(app.crash(exc)))
@@ -203,8 +202,6 @@ def create_app(
         running.add_done_callback(crash_on_failure)
         try:
             async for event in manual.events():
-                if running.done():
-                    running.result()  # a stage failed: crash the agent with its error
                 await pipeline.put(_record(event), functools.partial(manual.ack, event))
         finally:
             running.cancel()

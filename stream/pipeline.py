@@ -95,8 +95,6 @@ class FeedbackPipeline:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.batches = 0
-        """Batches applied so far."""
 
     async def put(self, record: Any, ack: Ack) -> None:
         """Queue one record; ``ack()`` is awaited once its batch is applied."""
@@ -144,7 +142,6 @@ class FeedbackPipeline:
             await self.stages.apply_prepared(prepared)
             for ack in acks:
                 await ack()
-            self.batches += 1
             self._in_flight -= len(acks)
             if self._in_flight == 0:
                 self._idle.set()

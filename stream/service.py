@@ -77,7 +77,7 @@ from infra.contracts import (
     utcnow,
 )
 from infra.settings import Settings
-from prototypes.embedder import TextVectors
+from prototypes.embedder import TextVectors, context_text
 from prototypes.protocol import Prototype, UserState
 from reward.protocol import HistoryItem, ScoreRequest, ScoreResult
 from stream.combine import (
@@ -147,14 +147,8 @@ def feedback_texts(events: Sequence[FeedbackEvent]) -> list[str]:
     """Query, chosen and rejected text of each event, in that order (3 per event)."""
     texts: list[str] = []
     for ev in events:
-        texts += [_query_text(ev.context), ev.chosen, ev.rejected]
+        texts += [context_text(ev.context), ev.chosen, ev.rejected]
     return texts
-
-
-def _query_text(context: Sequence[Any]) -> str:
-    from prototypes.embedder import context_text
-
-    return context_text(context)
 
 
 def _fill(scores: Sequence[float | None]) -> list[float] | None:
@@ -793,7 +787,7 @@ class PgenrmService:
         if state is not None and not personal and assigned is None:
             profile = state.stated_preferences or state.persona
         clock.lap("state")
-        texts = [_query_text(request.context), *request.candidates]
+        texts = [context_text(request.context), *request.candidates]
         emb = self.embedder.embed([*texts, profile] if profile else texts)
         e_query, cand = emb[0], emb[1 : len(texts)]
         clock.lap("embed")
