@@ -58,7 +58,7 @@ from infra.contracts import (  # noqa: E402
     RewardResult,
 )
 from infra.settings import BrokerSettings, ModelSettings, Settings  # noqa: E402
-from prototypes.embedder import EmbedderDtype  # noqa: E402
+from prototypes.embedder import EmbedderDtype, EmbedderGraph  # noqa: E402
 
 console = Console()
 
@@ -66,6 +66,12 @@ CLIENT_FETCH_WAIT_MS = 20
 """``fetch_max_wait_ms`` of the bench's consumers. tansu holds an empty Fetch for
 the whole wait even when records arrive: at kafka-python's default 500 ms a
 result produced after seconds of silence reached the client 40-250 ms late."""
+
+THROUGHPUT_FETCH_WAIT_MS = 250
+"""``fetch_max_wait_ms`` of the throughput phase's observer. The bench, the broker
+and the worker share the machine: at 20 ms the observer's polling took 0.11 cores
+in the bench and about 0.05 in the broker (per-thread CPU, AMX box), and the path
+measured 7 % slower. Finishing up to 250 ms late is under 2 % of that phase."""
 
 SUBJECTS = [
     "a trip",
@@ -255,15 +261,17 @@ def raw_embed_rate(
     embed_batch: int,
     dtype: EmbedderDtype = "auto",
     workers: int = 1,
+    graph: EmbedderGraph = "traced",
 ) -> float:
     """Events/s of raw MiniLM over the same texts, in batches of ``batch`` events.
 
     ``workers`` > 1 shards each call over that many one-core threads (the
-    worker's layout); 1 is one call with torch's thread team.
+    worker's layout); 1 is one call with torch's thread team. ``graph`` is the
+    forward pass (TorchScript or eager).
     """
     from prototypes.embedder import context_text, load_embedder
 
-    emb = load_embedder("minilm", batch_size=embed_batch, dtype=dtype, workers=workers)
+    emb = load_embedder("minilm", batch_size=embed_batch, dtype=dtype, workers=workers, graph=graph)
     emb.embed(["warm up"] * (embed_batch + 1))
     t0 = time.perf_counter()
     for i in range(0, len(events), batch):
@@ -310,6 +318,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pgenrm-bench-"))
     results: dict[str, Any] = {
         "client_fetch_wait_ms": args.client_fetch_wait_ms,
+        "throughput_observer_fetch_wait_ms": THROUGHPUT_FETCH_WAIT_MS,
         "events": args.events,
         "users": args.users,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -344,7 +353,7 @@ def main() -> None:
         if args.skip_rewards:
             env["PGENRM_STREAM_LOAD_BACKEND"] = "false"
         prod = make_producer(s, linger_ms=20, batch_size=256 * 1024)
-        watcher = Watcher(s, args.client_fetch_wait_ms)
+        watcher = Watcher(s, THROUGHPUT_FETCH_WAIT_MS)
         with worker_process(s, env, root / "worker.log", f"bench-{uuid.uuid4().hex[:8]}") as proc:
             # warm-up: the worker joins, loads the embedder (and the model), applies one event
             warm = make_events(1, 1, prefix="warm")
@@ -370,6 +379,8 @@ def main() -> None:
                 k: (cpu1[k] - cpu0[k]) / (t_done - t0) for k in cpu0 if k in cpu1
             }
             console.print(f"full feedback path: {full_rate:,.0f} events/s")
+            watcher.close()  # the latency phase needs a responsive observer
+            watcher = Watcher(s, args.client_fetch_wait_ms)
             # 2. first-feedback-to-prototype-visible at a steady rate (100 events/s)
             rate = args.rate
             lat_events = make_events(int(args.latency_seconds * rate), 10_000, seed=1, prefix="lat")
@@ -427,12 +438,17 @@ def main() -> None:
     configured_workers = env.get("PGENRM_MODELS__EMBEDDER_WORKERS")
     workers = default_workers(int(configured_workers) if configured_workers else None)
     results["embedder_workers"] = workers
-    # the limit is the faster of the two ways to embed on this machine, whichever the
-    # worker uses: one call on torch's thread team, or shards on one-core threads
-    layouts = {"team": raw_embed_rate(events, batch, embed_batch, dtype, workers=1)}
+    results["worker_embedder_graph"] = env.get("PGENRM_MODELS__EMBEDDER_GRAPH", "traced")
+    # the limit is the fastest way to embed on this machine, whichever the worker uses:
+    # one call on torch's thread team or shards on one-core threads, traced or eager
+    layouts: dict[str, float] = {}
     shards = max(workers, default_workers(None))
-    if shards > 1:
-        layouts[f"{shards}_shards"] = raw_embed_rate(events, batch, embed_batch, dtype, shards)
+    for graph in ("traced", "eager"):
+        layouts[f"{graph}_team"] = raw_embed_rate(events, batch, embed_batch, dtype, 1, graph)
+        if shards > 1:
+            layouts[f"{graph}_{shards}_shards"] = raw_embed_rate(
+                events, batch, embed_batch, dtype, shards, graph
+            )
     results["raw_embed_eps_by_layout"] = layouts
     results["raw_embed_eps"] = max(layouts.values())
     from prototypes.embedder import load_embedder

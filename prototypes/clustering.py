@@ -210,29 +210,29 @@ class OnlineClusterer:
         River's KMeans starts every centre at ``mu`` (sigma = 0 for determinism); with a
         small halflife the first centre would then capture every correlated point.
         """
+        xv = np.fromiter(x.values(), dtype=np.float64, count=len(x))
+        mirror = self.model._matrix(self._keys)
         near = self._nearest_seeded(x)
         if near is not None and near[1] < self.seed_radius:
-            centre = self.model.centers[near[0]]
-            for key, xi in x.items():
-                centre[key] += self.model.halflife * (xi - centre[key])
-            self.model.invalidate()
-            return near[0]
+            j = near[0]
+            mirror[j] += self.model.halflife * (xv - mirror[j])
+            self.model.centers[j].update(zip(self._keys, mirror[j].tolist(), strict=True))
+            return j
         cid = self.n_seeded
         default = self.model.centers[cid].default_factory
         self.model.centers[cid] = collections.defaultdict(default, x)
-        self.model.invalidate()
+        mirror[cid] = xv
         self.n_seeded += 1
         return cid
 
     def _nearest_seeded(self, x: dict[str, float]) -> tuple[int, float] | None:
         if self.n_seeded == 0:
             return None
-        xv = np.array([x[k] for k in self._keys])
-        ids = list(range(self.n_seeded))
-        cs = np.array([[self.model.centers[i].get(k, 0.0) for k in self._keys] for i in ids])
-        d = ((cs - xv) ** 2).sum(axis=1)
+        xv = np.fromiter(x.values(), dtype=np.float64, count=len(x))
+        # rows are centre ids 0..k-1 (the mirror follows sorted(centers)); x is in _keys order
+        d = ((self.model._matrix(self._keys)[: self.n_seeded] - xv) ** 2).sum(axis=1)
         j = int(np.argmin(d))
-        return ids[j], float(d[j])
+        return j, float(d[j])
 
     def predict(self, vector: np.ndarray) -> int | None:
         """The cluster id of ``vector`` without learning (None before any learning)."""

@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -40,10 +41,13 @@ from typing import Any, Literal
 import numpy as np
 
 from prototypes.exceptions import EmbedderError
+from prototypes.traced_encoder import TracedEncoder, trace_encoder
 
 EmbedderDtype = Literal["auto", "float32", "bfloat16"]
+EmbedderGraph = Literal["traced", "eager"]
+log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple[str, str, int, str, int], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, int, str, int, str], SentenceTransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
@@ -77,11 +81,14 @@ class SentenceTransformerEmbedder:
         ``float32``, ``bfloat16`` (autocast: matmuls in bf16, norms in float32), or
         ``auto``: bf16 where the CPU computes it natively (or on an accelerator).
     workers
-        On CPU, threads that embed shards of a call longer than ``batch_size`` at
-        once, each with torch on one core (:func:`default_workers`). Shards
-        interleave the texts sorted by length, so they pad alike and finish
-        together. A vector then depends on which texts shared its pass only
-        through bf16 rounding, as it already does with ``batch_size``.
+        On CPU, threads that embed the passes of a call longer than ``batch_size``
+        at once, each with torch on one core (:func:`default_workers`). The
+        call's texts are sorted by length and cut into passes of ``batch_size``
+        (as sentence-transformers does inside one call); the threads take the
+        next pass as they finish one, longest first, so they finish together
+        even when one of them loses its core for a while. A vector then depends
+        on which texts shared its pass only through bf16 rounding, as it
+        already does with ``batch_size``.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class SentenceTransformerEmbedder:
         batch_size: int = 64,
         dtype: EmbedderDtype = "auto",
         workers: int = 1,
+        graph: EmbedderGraph = "traced",
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -117,13 +125,22 @@ class SentenceTransformerEmbedder:
         self.workers = workers if self._device_type == "cpu" else 1
         self._pool: cf.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._traced: TracedEncoder | None = None
+        self.graph: EmbedderGraph = "eager"
+        """The forward pass in use: ``traced`` (one TorchScript call) or ``eager``."""
+        if graph == "traced" and self._device_type == "cpu":
+            try:
+                self._traced = trace_encoder(self._model, self.dtype)
+                self.graph = "traced"
+            except EmbedderError as exc:
+                log.warning("embedding with the eager model: %s", exc)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows.
 
-        With ``workers > 1``, a call of more than ``batch_size`` texts is split
-        into that many shards of similar lengths, embedded at once by threads
-        that each run torch on one core.
+        With ``workers > 1``, a call of more than ``batch_size`` texts is cut
+        into passes of similar lengths that ``workers`` threads, each running
+        torch on one core, embed at once.
         """
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -132,12 +149,16 @@ class SentenceTransformerEmbedder:
         return self._embed_one(texts)
 
     def _embed_sharded(self, texts: Sequence[str]) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        shards = [order[k :: self.workers] for k in range(self.workers)]
+        # one forward pass per task, longest texts first, pulled by whichever thread is
+        # free: a thread slowed by the rest of the process takes fewer passes, instead of
+        # its half of the call finishing last while the other core idles
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        step = self.batch_size
+        passes = [order[k : k + step] for k in range(0, len(order), step)]
         pool = self._shard_pool()
-        parts = pool.map(lambda idx: self._embed_one([texts[i] for i in idx]), shards)
+        parts = pool.map(lambda idx: self._embed_one([texts[i] for i in idx]), passes)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for idx, part in zip(shards, parts, strict=True):
+        for idx, part in zip(passes, parts, strict=True):
             out[idx] = part
         return out
 
@@ -150,6 +171,15 @@ class SentenceTransformerEmbedder:
             return self._pool
 
     def _embed_one(self, texts: Sequence[str]) -> np.ndarray:
+        if self._traced is not None:
+            if len(texts) <= self.batch_size:
+                return self._traced(texts)
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            for k in range(0, len(order), self.batch_size):
+                idx = order[k : k + self.batch_size]
+                out[idx] = self._traced([texts[i] for i in idx])
+            return out
         import torch
 
         with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
@@ -221,9 +251,10 @@ def load_embedder(
     batch_size: int = 64,
     dtype: EmbedderDtype = "auto",
     workers: int = 1,
+    graph: EmbedderGraph = "traced",
 ) -> SentenceTransformerEmbedder:
     """Return the cached embedder called ``name`` (loading it on first use)."""
-    key = (name, device, batch_size, dtype, workers)
+    key = (name, device, batch_size, dtype, workers, graph)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
@@ -233,6 +264,7 @@ def load_embedder(
                 batch_size=batch_size,
                 dtype=dtype,
                 workers=workers,
+                graph=graph,
             )
             _CACHE[key] = emb
         return emb

@@ -213,7 +213,9 @@ def rebuild(
                     from prototypes.embedder import load_embedder
 
                     embedder = load_embedder(
-                        settings.models.embedder, dtype=settings.models.embedder_dtype
+                        settings.models.embedder,
+                        dtype=settings.models.embedder_dtype,
+                        graph=settings.models.embedder_graph,
                     )
                 qs, ds = _embed_users([states[i] for i in pick], embedder, cfg.history, progress)
                 lens = np.array([len(q) for q in qs])

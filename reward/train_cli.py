@@ -169,7 +169,11 @@ def train(
     except TrainingError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    emb = load_embedder(settings.models.embedder, dtype=settings.models.embedder_dtype)
+    emb = load_embedder(
+        settings.models.embedder,
+        dtype=settings.models.embedder_dtype,
+        graph=settings.models.embedder_graph,
+    )
     meta = MetaRM.load(metarm, emb) if metarm is not None else MetaRM(emb, seed=seed)
     g = run_grpo(gcfg, rows, EmbeddingMatcher(emb), meta, progress=progress)
     last = g.history[-1] if g.history else {}

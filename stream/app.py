@@ -224,6 +224,16 @@ def create_app(
         await runtime.start()
         log.info("pgenrm runtime ready")
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked_users(app: Any, revoked: Any, **kwargs: Any) -> None:
+        # cached user states are only valid while this worker owns their partitions
+        await runtime.forget_users()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def forget_before_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        # a batch applied during the revocation may have cached a user that moved
+        await runtime.forget_users()
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def stop_runtime(app: Any, **kwargs: Any) -> None:
         await runtime.publisher.flush()

@@ -39,6 +39,11 @@ class StreamConfig(BaseSettings):
     sentence-transformers sorts a call's texts by length and pads each pass to its
     longest text, so in float32 smaller passes waste less on padding; bf16 matmuls
     on AMX gain more from bigger passes than padding costs."""
+    user_cache: int = Field(default=10_000, ge=0)
+    """User states the worker keeps decoded after writing them
+    (:class:`prototypes.stores.cache.CachedUserStore`; 0: off). The feedback
+    path then reads its own users without decoding store payloads; a state
+    with a full history takes tens of KB, so size this to the active users."""
     max_history: int = Field(default=64, ge=1)
     """Preference triples kept per user (oldest dropped first)."""
     halflife: float = Field(default=20.0, gt=0)

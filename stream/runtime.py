@@ -41,6 +41,7 @@ from infra.settings import Settings
 from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
 from prototypes.embedder import TextVectors
 from prototypes.protocol import UserState
+from prototypes.stores.cache import CachedUserStore
 from stream.api.live import LIVE
 from stream.config import StreamConfig
 from stream.refresher import PersonaRefresher
@@ -239,6 +240,16 @@ class StreamRuntime:
         self.embed_pool.shutdown(wait=False, cancel_futures=True)
         self.reward_pool.shutdown(wait=False, cancel_futures=True)
         self.ledger_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def forget_users(self) -> None:
+        """Drop the service's cached user states (on a partition rebalance).
+
+        Runs on the feedback thread, after the batch being applied there.
+        """
+        if self._service is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.feedback_pool, self._service.forget_users)
+            self.counters["user_cache_forgotten"] += 1
 
     # -- dead letters ---------------------------------------------------------------
     async def dead_letter(self, exc: InvalidEventError) -> None:
@@ -480,6 +491,9 @@ class StreamRuntime:
             out.update({f"service_{k}": v for k, v in self._service.counters.items()})
         if self.refresher is not None:
             out.update({f"persona_{k}": v for k, v in self.refresher.counters.items()})
+        users = self._service.stores.users if self._service is not None else None
+        if isinstance(users, CachedUserStore):
+            out.update(user_cache_hits=users.hits, user_cache_misses=users.misses)
         return out
 
     async def _publish_persona(self, state: UserState) -> None:

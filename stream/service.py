@@ -79,6 +79,7 @@ from infra.contracts import (
 from infra.settings import Settings
 from prototypes.embedder import TextVectors, context_text
 from prototypes.protocol import Prototype, UserState
+from prototypes.stores.cache import CachedUserStore
 from reward.protocol import HistoryItem, ScoreRequest, ScoreResult
 from stream.combine import (
     SIGNALS,
@@ -209,6 +210,8 @@ class PgenrmService:
         self.refiner = refiner
         """A :class:`prototypes.prior.RefinedPrior` when ``pgenrm prototypes rebuild`` ran."""
         self.config = config or StreamConfig()
+        if self.config.user_cache and not isinstance(stores.users, CachedUserStore):
+            stores.users = CachedUserStore(stores.users, size=self.config.user_cache)
         self.stores = stores
         self.embedder = embedder
         self.assigner = assigner
@@ -273,6 +276,7 @@ class PgenrmService:
                 batch_size=batch,
                 dtype=dtype,
                 workers=default_workers(settings.models.embedder_workers),
+                graph=settings.models.embedder_graph,
             )
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
@@ -303,6 +307,17 @@ class PgenrmService:
         """Pick up what ``pgenrm prototypes rebuild`` wrote: prototypes, clusterer, refiner."""
         self.assigner.restore()
         self.refiner = _load_refiner(self.settings, self.embedder)
+        self.forget_users()
+
+    def forget_users(self) -> None:
+        """Drop the cached user states (ownership changed, or another process wrote users).
+
+        Takes the write lock, so a batch being applied finishes first.
+        """
+        forget = getattr(self.stores.users, "forget", None)
+        if forget is not None:
+            with self._write_lock:
+                forget()
 
     @property
     def backend(self) -> GenerationBackend:

@@ -87,6 +87,22 @@ def user_from_payload(payload: dict[str, Any]) -> UserState:
     return UserState.model_validate(_decode(payload["state"], USER_VECTOR_FIELDS))
 
 
+def user_as_stored(state: UserState) -> UserState:
+    """A shallow copy of ``state`` equal to what ``user_from_payload(user_payload(state))``
+    returns (vectors rounded to float32), without the JSON round trip.
+
+    >>> s = UserState(user_id="u1", direction=[0.1])
+    >>> user_as_stored(s).direction == user_from_payload(user_payload(s)).direction
+    True
+    """
+    update = {}
+    for f in USER_VECTOR_FIELDS:
+        v = getattr(state, f)
+        if v:
+            update[f] = array.array("f", v).tolist()
+    return state.model_copy(update=update)
+
+
 def prototype_payload(p: Prototype) -> dict[str, Any]:
     return {
         "prototype_id": p.prototype_id,

@@ -93,3 +93,16 @@ def test_pickle_round_trip_in_a_fresh_process(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == ",".join(str(c.predict(v)) for v in x)
+
+
+def test_seeding_keeps_the_numpy_mirror_equal_to_rivers_centres() -> None:
+    # the seeding phase edits centres in place; the vectorised argmin reads the mirror
+    rng = np.random.default_rng(3)
+    c = OnlineClusterer(n_clusters=6, project_dim=8, dim=16, seed_radius=0.3)
+    blobs = rng.standard_normal((4, 16))
+    ids = [c.learn_predict(blobs[i % 4] + 0.05 * rng.standard_normal(16)) for i in range(40)]
+    assert c.n_seeded == 4  # four blobs: four seeds, the rest joined them
+    assert len(set(ids[:4])) == 4 and ids[4:8] == ids[:4]
+    mirror = c.model._matrix(c._keys)
+    for i in range(c.n_seeded):
+        assert np.allclose(mirror[i], [c.model.centers[i][k] for k in c._keys])

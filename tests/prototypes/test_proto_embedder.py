@@ -95,3 +95,18 @@ def test_default_workers() -> None:
     assert ModelSettings().embedder_workers is None
     with pytest.raises(ValueError, match="workers"):
         SentenceTransformerEmbedder("/unused", workers=0)
+
+
+def test_traced_graph_matches_eager_and_unsupported_layouts_stay_eager() -> None:
+    from prototypes.traced_encoder import trace_encoder
+
+    texts = [f"{t} (variant {i})" for i in range(12) for t in TEXTS]
+    eager = load_embedder("minilm", batch_size=8, dtype="float32", graph="eager")
+    traced = load_embedder("minilm", batch_size=8, dtype="float32", graph="traced")
+    assert (eager.graph, traced.graph) == ("eager", "traced")
+    cos = (eager.embed(texts) * traced.embed(texts)).sum(axis=1)
+    assert cos.min() > 0.9999, cos
+    # a layout other than Transformer + mean Pooling is refused, not traced wrongly
+    st = traced._model
+    with pytest.raises(EmbedderError, match="cannot trace"):
+        trace_encoder([st[0]], "float32")

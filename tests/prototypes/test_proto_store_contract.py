@@ -121,6 +121,7 @@ def test_user_store_delete_all(stores: Stores) -> None:
     stores.users.put_many([(user(f"u{i}", 0), vec(1, i)) for i in range(3)])
     stores.users.delete_all()
     assert stores.users.count() == 0
+    assert stores.users.get("u0") is None and stores.users.get_many(["u1"]) == {}
 
 
 @pytest.mark.parametrize("store_kind", ["edge"])

@@ -316,3 +316,37 @@ def test_generative_reward_with_smollm2(
         late = svc.score(request("gen-3", "g0", deadline_ms=60))
         assert late.degraded and set(late.components) == {"prior"}
         assert svc.counters["deadline_abandoned"] + svc.counters["deadline_skipped"] == 1
+
+
+def test_user_cache_changes_no_result_and_is_forgotten_on_demand(
+    tmp_path: Path, svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    from prototypes.stores.cache import CachedUserStore
+
+    events = [fb(f"e{i}", f"u{i % 4}", critique="shorter" if i % 3 else None) for i in range(12)]
+    batches = [events[:5], events[5:9], events[9:]]
+    states: dict[int, dict[str, Any]] = {}
+    for size in (0, 100):
+        settings = svc_settings.model_copy(update={"data_dir": tmp_path / f"cache{size}"})
+        config = stream_config.model_copy(update={"user_cache": size})
+        with PgenrmService.open(settings, embedder=embedder, config=config) as svc:
+            off = 0
+            for batch in batches:
+                svc.apply_feedback(batch, [(0, off + i) for i in range(len(batch))])
+                off += len(batch)
+            users = svc.stores.users
+            assert isinstance(users, CachedUserStore) == (size > 0)
+            if size:  # batches 2 and 3 read their users (4, then 3) from memory
+                assert (users.hits, users.misses, len(users)) == (7, 4, 4)
+            states[size] = {
+                u: svc.user(u).model_dump(exclude={"updated_at"})  # type: ignore[union-attr]
+                for u in ("u0", "u1", "u2", "u3")
+            }
+            if size:
+                # another owner rewrote u0 while this worker did not own it
+                moved = svc.user("u0").model_copy(update={"events_applied": 99})  # type: ignore[union-attr]
+                users.store.put(moved, None)
+                assert svc.user("u0").events_applied == 3  # type: ignore[union-attr]
+                svc.forget_users()
+                assert svc.user("u0").events_applied == 99  # type: ignore[union-attr]
+    assert states[0] == states[100]
