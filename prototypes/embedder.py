@@ -152,15 +152,18 @@ class SentenceTransformerEmbedder:
         # one forward pass per task, longest texts first, pulled by whichever thread is
         # free: a thread slowed by the rest of the process takes fewer passes, instead of
         # its half of the call finishing last while the other core idles
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        step = self.batch_size
-        passes = [order[k : k + step] for k in range(0, len(order), step)]
+        passes = self._passes(texts)
         pool = self._shard_pool()
         parts = pool.map(lambda idx: self._embed_one([texts[i] for i in idx]), passes)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx, part in zip(passes, parts, strict=True):
             out[idx] = part
         return out
+
+    def _passes(self, texts: Sequence[str]) -> list[list[int]]:
+        """Indices of ``texts`` in forward passes of ``batch_size``, longest texts first."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
 
     def _shard_pool(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
@@ -174,10 +177,8 @@ class SentenceTransformerEmbedder:
         if self._traced is not None:
             if len(texts) <= self.batch_size:
                 return self._traced(texts)
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
             out = np.empty((len(texts), self.dim), dtype=np.float32)
-            for k in range(0, len(order), self.batch_size):
-                idx = order[k : k + self.batch_size]
+            for idx in self._passes(texts):
                 out[idx] = self._traced([texts[i] for i in idx])
             return out
         import torch
