@@ -197,7 +197,9 @@ def create_app(
     @app.agent(raw_topic(FEEDBACK), name="feedback")
     async def feedback(stream: Any) -> Any:
         manual = stream.noack()  # acked by the pipeline once the batch is durable
-        pipeline = FeedbackPipeline(runtime, max_batch=config.feedback_batch)
+        pipeline = FeedbackPipeline(
+            runtime, max_batch=config.feedback_batch, prepare_ahead=config.prepare_ahead
+        )
         running = asyncio.ensure_future(pipeline.run())
         running.add_done_callback(crash_on_failure)
         try:

@@ -8,8 +8,12 @@ applied, so on a machine with a core to spare the path runs at the speed of
 the embedding.
 
 Batching is greedy: the prepare stage takes everything that arrived (up to
-``max_batch``) as soon as it is free, so a quiet stream is handled one event
-at a time and a backlog in full batches, with no fixed wait.
+``max_batch``) as soon as it has a free slot, so a quiet stream is handled one
+event at a time and a backlog in full batches, with no fixed wait. With
+``prepare_ahead`` slots (default 2) the next batch starts embedding before the
+current one has finished: its forward passes queue behind the current one's, so
+the embedding threads go from the last pass of one batch to the first of the
+next without waiting for the event loop to decode and hand it over.
 
 Exactly once in effect is unchanged: batches are applied strictly in arrival
 order, one at a time, and each record (dead-lettered ones included) is acked
@@ -78,14 +82,31 @@ class FeedbackPipeline:
     max_pending
         Records buffered before :meth:`put` waits (back-pressure onto the
         consumer); default ``2 * max_batch``.
+    prepare_ahead
+        Batches being prepared at once (1: one after the other). Results are
+        handed to the apply stage in arrival order whichever finishes first.
     """
 
-    def __init__(self, stages: FeedbackStages, *, max_batch: int, max_pending: int = 0) -> None:
+    def __init__(
+        self,
+        stages: FeedbackStages,
+        *,
+        max_batch: int,
+        max_pending: int = 0,
+        prepare_ahead: int = 1,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if prepare_ahead < 1:
+            raise ValueError("prepare_ahead must be >= 1")
         self.stages = stages
         self.max_batch = max_batch
         self.max_pending = max(max_pending or 2 * max_batch, max_batch)
+        self.prepare_ahead = prepare_ahead
+        self._slots = asyncio.Semaphore(prepare_ahead)
+        # batches being prepared, oldest first (delivered to the apply stage in this order)
+        self._preparing: asyncio.Queue[tuple[asyncio.Future[Any], list[Ack]]] = asyncio.Queue()
+        self._tasks: set[asyncio.Future[Any]] = set()  # cancelled with the pipeline
         self._buffer: list[tuple[Any, Ack]] = []
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -112,29 +133,49 @@ class FeedbackPipeline:
 
     async def run(self) -> None:
         """Run both stages until cancelled; a failing stage cancels the other and raises."""
-        prepare = asyncio.ensure_future(self._prepare_loop())
-        apply = asyncio.ensure_future(self._apply_loop())
+        loops: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._take_loop()),
+            asyncio.ensure_future(self._deliver_loop()),
+            asyncio.ensure_future(self._apply_loop()),
+        ]
         try:
-            done, _ = await asyncio.wait({prepare, apply}, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
         finally:
-            for task in (prepare, apply):
+            loops += self._tasks
+            for task in loops:
                 task.cancel()
-            for task in (prepare, apply):
-                with contextlib.suppress(asyncio.CancelledError):
+            for task in loops:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
-    async def _prepare_loop(self) -> None:
+    async def _take_loop(self) -> None:
+        """Start preparing the next batch whenever records wait and a slot is free."""
         while True:
+            await self._slots.acquire()
             await self._arrived.wait()
             taken = self._buffer[: self.max_batch]
             del self._buffer[: self.max_batch]
             if not self._buffer:
                 self._arrived.clear()
             self._room.set()
-            prepared = await self.stages.prepare_feedback([rec for rec, _ in taken])
-            await self._prepared.put((prepared, [ack for _, ack in taken]))
+            task = self._start_prepare([rec for rec, _ in taken])
+            self._preparing.put_nowait((task, [ack for _, ack in taken]))
+
+    def _start_prepare(self, records: list[Any]) -> asyncio.Future[Any]:
+        task = asyncio.ensure_future(self.stages.prepare_feedback(records))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _deliver_loop(self) -> None:
+        """Hand prepared batches to the apply stage in the order they were taken."""
+        while True:
+            task, acks = await self._preparing.get()
+            prepared = await task
+            await self._prepared.put((prepared, acks))
+            self._slots.release()
 
     async def _apply_loop(self) -> None:
         while True:

@@ -155,7 +155,10 @@ class StreamRuntime:
         self._service = service
         self._open_lock = asyncio.Lock()
         self.feedback_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-feedback")
-        self.embed_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-embed")
+        # one thread per batch the pipeline prepares at once (each waits on the shard pool)
+        self.embed_pool = cf.ThreadPoolExecutor(
+            self.config.prepare_ahead, thread_name_prefix="pgenrm-embed"
+        )
         self.reward_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-reward")
         self.ledger_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-ledger")
         self._marks: set[asyncio.Future[None]] = set()

@@ -159,9 +159,68 @@ def test_a_failing_apply_stops_the_pipeline_and_leaves_its_batch_unacked() -> No
     assert [b for k, b in st.log if k == "apply-done"] == [[0, 1]]
 
 
+class SlowFirst(Scripted):
+    """Preparing the first batch waits until a test lets it; later batches do not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_done = asyncio.Event()
+
+    async def prepare_feedback(self, records: list[int]) -> list[int]:
+        self.log.append(("prepare", list(records)))
+        if 0 in records:
+            await self.first_done.wait()
+        self.log.append(("prepared", list(records)))
+        return list(records)
+
+
+def test_prepare_ahead_starts_the_next_batch_early_and_keeps_the_order() -> None:
+    async def main() -> list[tuple[str, Any]]:
+        st = SlowFirst()
+        pipe = FeedbackPipeline(st, max_batch=2, prepare_ahead=2)
+        run = asyncio.ensure_future(pipe.run())
+        for i in range(2):
+            await pipe.put(i, acker(st.log, i))
+        await until(lambda: ("prepare", [0, 1]) in st.log)
+        for i in range(2, 6):
+            await pipe.put(i, acker(st.log, i))
+        # the second slot takes [2, 3] while [0, 1] is still embedding, and it finishes
+        # first; [4, 5] waits for a slot
+        await until(lambda: ("prepared", [2, 3]) in st.log)
+        assert ("prepare", [4, 5]) not in st.log
+        assert not [e for e in st.log if e[0].startswith("apply")]
+        st.first_done.set()
+        await asyncio.wait_for(pipe.join(), 5)
+        run.cancel()
+        return st.log
+
+    log = asyncio.run(main())
+    assert [b for k, b in log if k == "apply-done"] == [[0, 1], [2, 3], [4, 5]]
+    assert [i for k, i in log if k == "ack"] == list(range(6))
+
+
+def test_cancelling_the_pipeline_cancels_batches_being_prepared() -> None:
+    async def main() -> bool:
+        st = SlowFirst()
+        pipe = FeedbackPipeline(st, max_batch=1, prepare_ahead=2)
+        run = asyncio.ensure_future(pipe.run())
+        await pipe.put(0, acker(st.log, 0))
+        await until(lambda: ("prepare", [0]) in st.log)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        st.first_done.set()
+        await asyncio.sleep(0.01)
+        return ("prepared", [0]) in st.log
+
+    assert asyncio.run(main()) is False  # the held prepare was cancelled, not left running
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         FeedbackPipeline(Scripted(), max_batch=0)
+    with pytest.raises(ValueError, match="prepare_ahead"):
+        FeedbackPipeline(Scripted(), max_batch=1, prepare_ahead=0)
 
 
 @pytest.fixture
