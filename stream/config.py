@@ -25,8 +25,9 @@ class StreamConfig(BaseSettings):
     quiet stream is handled event by event and a backlog in full batches."""
     prepare_ahead: int = Field(default=2, ge=1)
     """Feedback batches embedding at once (:mod:`stream.pipeline`; 1: one after the
-    other). With 2 the next batch's forward passes queue behind the current one's, so
-    the embedding threads never wait for the event loop between batches."""
+    other). With 2, in a backlog the next full batch's forward passes queue behind the
+    current one's, so the embedding threads do not wait for the event loop between
+    batches; a partial batch still waits, so a quiet stream batches as with 1."""
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=1500)
     """Longest time the broker may hold an empty Fetch of the worker's consumer.
 

@@ -8,12 +8,13 @@ applied, so on a machine with a core to spare the path runs at the speed of
 the embedding.
 
 Batching is greedy: the prepare stage takes everything that arrived (up to
-``max_batch``) as soon as it has a free slot, so a quiet stream is handled one
-event at a time and a backlog in full batches, with no fixed wait. With
-``prepare_ahead`` slots (default 2) the next batch starts embedding before the
+``max_batch``) as soon as it is free, so a quiet stream is handled one event
+at a time and a backlog in full batches, with no fixed wait. With
+``prepare_ahead`` > 1, a backlog's next full batch starts embedding before the
 current one has finished: its forward passes queue behind the current one's, so
 the embedding threads go from the last pass of one batch to the first of the
-next without waiting for the event loop to decode and hand it over.
+next without waiting for the event loop to decode and hand it over. A partial
+batch still waits until nothing is being prepared.
 
 Exactly once in effect is unchanged: batches are applied strictly in arrival
 order, one at a time, and each record (dead-lettered ones included) is acked
@@ -83,8 +84,9 @@ class FeedbackPipeline:
         Records buffered before :meth:`put` waits (back-pressure onto the
         consumer); default ``2 * max_batch``.
     prepare_ahead
-        Batches being prepared at once (1: one after the other). Results are
-        handed to the apply stage in arrival order whichever finishes first.
+        Batches being prepared at once (1: one after the other); all but the
+        first only full ones. Results are handed to the apply stage in arrival
+        order whichever finishes first.
     """
 
     def __init__(
@@ -108,7 +110,7 @@ class FeedbackPipeline:
         self._preparing: asyncio.Queue[tuple[asyncio.Future[Any], list[Ack]]] = asyncio.Queue()
         self._tasks: set[asyncio.Future[Any]] = set()  # cancelled with the pipeline
         self._buffer: list[tuple[Any, Ack]] = []
-        self._arrived = asyncio.Event()
+        self._changed = asyncio.Event()  # a record arrived or a prepare finished
         self._room = asyncio.Event()
         self._room.set()
         # one prepared batch may wait while the next is being prepared
@@ -125,7 +127,7 @@ class FeedbackPipeline:
         self._buffer.append((record, ack))
         self._in_flight += 1
         self._idle.clear()
-        self._arrived.set()
+        self._changed.set()
 
     async def join(self) -> None:
         """Wait until every record put so far is applied and acked."""
@@ -154,20 +156,32 @@ class FeedbackPipeline:
         """Start preparing the next batch whenever records wait and a slot is free."""
         while True:
             await self._slots.acquire()
-            await self._arrived.wait()
+            while not self._ready():
+                self._changed.clear()
+                await self._changed.wait()
             taken = self._buffer[: self.max_batch]
             del self._buffer[: self.max_batch]
-            if not self._buffer:
-                self._arrived.clear()
             self._room.set()
             task = self._start_prepare([rec for rec, _ in taken])
             self._preparing.put_nowait((task, [ack for _, ack in taken]))
 
+    def _ready(self) -> bool:
+        # while a batch is being prepared, another starts only as a full one (a backlog):
+        # on a quiet stream that would split arrivals into more, smaller batches, each
+        # paying its own store flush, and add the wait behind the batch ahead
+        if not self._buffer:
+            return False
+        return not self._tasks or len(self._buffer) >= self.max_batch
+
     def _start_prepare(self, records: list[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(self.stages.prepare_feedback(records))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._prepare_done)
         return task
+
+    def _prepare_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        self._changed.set()
 
     async def _deliver_loop(self) -> None:
         """Hand prepared batches to the apply stage in the order they were taken."""

@@ -199,6 +199,26 @@ def test_prepare_ahead_starts_the_next_batch_early_and_keeps_the_order() -> None
     assert [i for k, i in log if k == "ack"] == list(range(6))
 
 
+def test_prepare_ahead_starts_no_partial_batch_while_one_is_being_prepared() -> None:
+    async def main() -> list[list[int]]:
+        st = SlowFirst()
+        pipe = FeedbackPipeline(st, max_batch=3, prepare_ahead=2)
+        run = asyncio.ensure_future(pipe.run())
+        await pipe.put(0, acker(st.log, 0))
+        await until(lambda: ("prepare", [0]) in st.log)
+        for i in range(1, 3):  # two records: less than a full batch, so they wait
+            await pipe.put(i, acker(st.log, i))
+        await asyncio.sleep(0.05)
+        assert [b for k, b in st.log if k == "prepare"] == [[0]]
+        st.first_done.set()
+        await asyncio.wait_for(pipe.join(), 5)
+        run.cancel()
+        return [b for k, b in st.log if k == "prepare"]
+
+    # the waiting records go as one batch once [0] is prepared, not split early
+    assert asyncio.run(main()) == [[0], [1, 2]]
+
+
 def test_cancelling_the_pipeline_cancels_batches_being_prepared() -> None:
     async def main() -> bool:
         st = SlowFirst()
