@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -59,6 +60,15 @@ def _distinct_responses(case: Any) -> bool:
     return not isinstance(body, dict) or body.get("chosen") != body.get("rejected")
 
 
+def _path_sent_as_generated(case: Any) -> bool:
+    # schemathesis unquotes a path parameter before quoting it ("to keep quoting
+    # idempotent", schemathesis/transport/serialization.py: quote_all), so a generated
+    # value holding a "%XX" sequence goes on the wire as a different value: the valid
+    # id "6%%EF%BF%BD" arrives as "6%" + U+FFFD, which the API rightly refuses
+    params = getattr(case, "path_parameters", None) or {}
+    return all(unquote(v) == v for v in params.values() if isinstance(v, str))
+
+
 def _operations(schema: Any) -> list[Any]:
     ops = [r.ok() for r in schema.get_all_operations()]
     assert len(ops) >= 6, [op.label for op in ops]
@@ -77,6 +87,8 @@ def test_api_conforms_to_its_schema(api_schema: Any, mode: str) -> None:
     for op in _operations(api_schema):
         label = op.label
         strategy = op.as_strategy(generation_mode=gen_mode)
+        if mode == "positive":
+            strategy = strategy.filter(_path_sent_as_generated)
         if mode == "positive" and label == "POST /v1/feedback":
             # FeedbackEvent also requires chosen != rejected, which JSON Schema cannot
             # state; that rule has its own test (test_feedback_publishes_or_503).
