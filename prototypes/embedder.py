@@ -35,7 +35,7 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -152,9 +152,17 @@ class SentenceTransformerEmbedder:
         # one forward pass per task, longest texts first, pulled by whichever thread is
         # free: a thread slowed by the rest of the process takes fewer passes, instead of
         # its half of the call finishing last while the other core idles
+        return self._by_pass(texts, self._shard_pool().map, self._embed_one)
+
+    def _by_pass(
+        self,
+        texts: Sequence[str],
+        mapper: Callable[..., Iterable[np.ndarray]],
+        embed_pass: Callable[[list[str]], np.ndarray],
+    ) -> np.ndarray:
+        """``embed_pass`` over :meth:`_passes` of ``texts`` (run by ``mapper``), in text order."""
         passes = self._passes(texts)
-        pool = self._shard_pool()
-        parts = pool.map(lambda idx: self._embed_one([texts[i] for i in idx]), passes)
+        parts = mapper(lambda idx: embed_pass([texts[i] for i in idx]), passes)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx, part in zip(passes, parts, strict=True):
             out[idx] = part
@@ -177,10 +185,7 @@ class SentenceTransformerEmbedder:
         if self._traced is not None:
             if len(texts) <= self.batch_size:
                 return self._traced(texts)
-            out = np.empty((len(texts), self.dim), dtype=np.float32)
-            for idx in self._passes(texts):
-                out[idx] = self._traced([texts[i] for i in idx])
-            return out
+            return self._by_pass(texts, map, self._traced)
         import torch
 
         with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
