@@ -314,10 +314,10 @@ class PgenrmService:
 
         Takes the write lock, so a batch being applied finishes first.
         """
-        forget = getattr(self.stores.users, "forget", None)
-        if forget is not None:
+        users = self.stores.users
+        if isinstance(users, CachedUserStore):
             with self._write_lock:
-                forget()
+                users.forget()
 
     @property
     def backend(self) -> GenerationBackend:
