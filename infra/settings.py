@@ -84,6 +84,11 @@ class ModelSettings(BaseModel):
     usable core, at most 4. 1: a single call with torch's own thread team. Measured
     on 2 cores: the feedback path 94 vs 80 events/s, because one OpenMP team
     spinning at its barriers loses whenever the broker or the state work takes a core."""
+    embedder_pin_shards: bool | None = None
+    """Pin each embedding shard thread to its own core (Linux;
+    :class:`prototypes.embedder.SentenceTransformerEmbedder`'s ``pin``). None: pin when
+    there are at least as many shards as cores the process may use (it owns them);
+    leave a shared host's scheduler alone otherwise."""
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     template: Path | None = None

@@ -32,10 +32,11 @@ True
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +48,7 @@ EmbedderDtype = Literal["auto", "float32", "bfloat16"]
 EmbedderGraph = Literal["traced", "eager"]
 log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple[str, str, int, str, int, str], SentenceTransformerEmbedder] = {}
+_CACHE: dict[tuple[str, str, int, str, int, str, bool | None], SentenceTransformerEmbedder] = {}
 _LOCK = threading.Lock()
 
 
@@ -89,6 +90,17 @@ class SentenceTransformerEmbedder:
         even when one of them loses its core for a while. A vector then depends
         on which texts shared its pass only through bf16 rounding, as it
         already does with ``batch_size``.
+    pin
+        Pin each shard thread to its own core of the process's affinity mask
+        (round-robin when there are more threads than cores; Linux only, ignored
+        elsewhere). None: pin when there are at least as many shard threads as
+        cores, that is when the process owns its cores (a small VM, a cpuset):
+        unpinned, the scheduler swaps the shards between the same cores whenever
+        the rest of the process takes one, and a pass resumes on cold caches. With
+        more cores than shards (a shared host) the scheduler is left to spread them.
+        Measured on the 2-core EPYC: the feedback path's ratio to raw embedding,
+        median 0.83 over 8 runs pinned (0.67-0.85), 0.79 over 7 unpinned
+        (0.73-0.86): inside the runs' scatter (README).
     """
 
     def __init__(
@@ -100,6 +112,7 @@ class SentenceTransformerEmbedder:
         dtype: EmbedderDtype = "auto",
         workers: int = 1,
         graph: EmbedderGraph = "traced",
+        pin: bool | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -123,6 +136,7 @@ class SentenceTransformerEmbedder:
         self.dtype: EmbedderDtype = resolve_dtype(dtype, device)
         self._device_type = device.split(":")[0]
         self.workers = workers if self._device_type == "cpu" else 1
+        self.pin = pin
         self._pool: cf.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._traced: TracedEncoder | None = None
@@ -176,8 +190,14 @@ class SentenceTransformerEmbedder:
     def _shard_pool(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
+                cores = shard_cores()
+                if not (self.pin or (self.pin is None and self.workers >= len(cores))):
+                    cores = []
                 self._pool = cf.ThreadPoolExecutor(
-                    self.workers, thread_name_prefix="pgenrm-embed-shard", initializer=_one_thread
+                    self.workers,
+                    thread_name_prefix="pgenrm-embed-shard",
+                    initializer=_shard_thread,
+                    initargs=(cores, itertools.count()),
                 )
             return self._pool
 
@@ -200,12 +220,32 @@ class SentenceTransformerEmbedder:
         return np.asarray(v.cpu().numpy(), dtype=np.float32)
 
 
-def _one_thread() -> None:
+def shard_cores() -> list[int]:
+    """The cores shard threads are pinned to, in order (empty where affinity cannot be set).
+
+    >>> all(isinstance(c, int) for c in shard_cores())
+    True
+    """
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return []
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except OSError:  # pragma: no cover
+        return []
+
+
+def _shard_thread(cores: list[int], order: Iterator[int]) -> None:
     # OpenMP's thread count is per calling thread: the shard threads run torch on one
     # core each (no barrier spin between them), the rest of the process keeps its own
     import torch
 
     torch.set_num_threads(1)
+    if cores:
+        core = cores[next(order) % len(cores)]  # next() on a count is atomic under the GIL
+        try:
+            os.sched_setaffinity(0, {core})  # pid 0: this thread only
+        except OSError as exc:  # pragma: no cover - a mask changed since shard_cores()
+            log.warning("cannot pin an embedding shard to core %d: %s", core, exc)
 
 
 def resolve_dtype(dtype: EmbedderDtype, device: str = "cpu") -> EmbedderDtype:
@@ -258,9 +298,10 @@ def load_embedder(
     dtype: EmbedderDtype = "auto",
     workers: int = 1,
     graph: EmbedderGraph = "traced",
+    pin: bool | None = None,
 ) -> SentenceTransformerEmbedder:
     """Return the cached embedder called ``name`` (loading it on first use)."""
-    key = (name, device, batch_size, dtype, workers, graph)
+    key = (name, device, batch_size, dtype, workers, graph, pin)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
@@ -271,6 +312,7 @@ def load_embedder(
                 dtype=dtype,
                 workers=workers,
                 graph=graph,
+                pin=pin,
             )
             _CACHE[key] = emb
         return emb

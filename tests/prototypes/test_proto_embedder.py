@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -76,6 +80,58 @@ def test_sharded_embedding_matches_one_call_in_order() -> None:
 
     threads = sharded._pool.submit(torch.get_num_threads).result()
     assert threads == 1
+
+
+def masks_of(pool: Any, threads: int) -> list[set[int]]:
+    """The affinity mask of each of a pool's ``threads`` threads."""
+    # one task per thread: each waits at the barrier, so no thread answers twice
+    barrier = threading.Barrier(threads)
+
+    def mask() -> set[int]:
+        barrier.wait(timeout=30)
+        return set(os.sched_getaffinity(0))
+
+    return [f.result() for f in [pool.submit(mask) for _ in range(threads)]]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="thread affinity is Linux-only")
+def test_shard_threads_are_pinned_to_distinct_cores_unless_told_not_to() -> None:
+    from prototypes.embedder import shard_cores
+
+    texts = [f"{t} (variant {i})" for i in range(4) for t in TEXTS]  # 24 texts, 3 passes
+    cores = shard_cores()
+    assert cores == sorted(os.sched_getaffinity(0))
+    workers = 2
+    pinned = SentenceTransformerEmbedder(
+        resolve_model_path("minilm"), batch_size=8, dtype="float32", workers=workers, pin=True
+    )
+    free = SentenceTransformerEmbedder(
+        resolve_model_path("minilm"), batch_size=8, dtype="float32", workers=workers, pin=False
+    )
+    a, b = pinned.embed(texts), free.embed(texts)
+    assert float((a * b).sum(axis=1).min()) > 0.9999  # pinning changes where, not what
+    assert pinned._pool is not None and free._pool is not None
+
+    def masks(pool: Any) -> list[set[int]]:
+        return masks_of(pool, workers)
+
+    got = masks(pinned._pool)
+    expected = [{cores[i % len(cores)]} for i in range(workers)]
+    assert sorted(got, key=min) == sorted(expected, key=min)
+    assert masks(free._pool) == [set(cores)] * workers
+    assert os.sched_getaffinity(0) == set(cores)  # the calling thread is left alone
+    # auto: pinned only when the shards are at least as many as the cores
+    path = resolve_model_path("minilm")
+    if len(cores) <= 8:
+        auto = SentenceTransformerEmbedder(path, batch_size=8, workers=len(cores))
+        auto.embed(texts)
+        assert auto._pool is not None
+        assert sorted(masks_of(auto._pool, len(cores)), key=min) == [{c} for c in cores]
+    if len(cores) >= 3:
+        fewer = SentenceTransformerEmbedder(path, batch_size=8, workers=2)
+        fewer.embed(texts)
+        assert fewer._pool is not None
+        assert masks_of(fewer._pool, 2) == [set(cores)] * 2
 
 
 def test_small_calls_are_not_sharded() -> None:
