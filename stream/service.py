@@ -52,6 +52,7 @@ per-candidate scores (prior: cosine; chains: 1..10), ``scores`` the combination
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import pickle
 import threading
@@ -232,6 +233,8 @@ class PgenrmService:
         self._combine_lock = threading.Lock()
         self._backend_lock = threading.Lock()
         self._gen = GenerationQueue()
+        self._aside: cf.ThreadPoolExecutor | None = None
+        self._aside_lock = threading.Lock()
         self._persona_scorer: Any = None
         self._ms_per_chain: float | None = None
         self._closed = False
@@ -276,6 +279,7 @@ class PgenrmService:
                 batch_size=batch,
                 dtype=dtype,
                 workers=default_workers(settings.models.embedder_workers),
+                pin=settings.models.embedder_pin_shards,
                 graph=settings.models.embedder_graph,
             )
         if stores is None:
@@ -802,21 +806,28 @@ class PgenrmService:
         if state is not None and not personal and assigned is None:
             profile = state.stated_preferences or state.persona
         clock.lap("state")
-        texts = [context_text(request.context), *request.candidates]
-        emb = self.embedder.embed([*texts, profile] if profile else texts)
-        e_query, cand = emb[0], emb[1 : len(texts)]
+        # what only the prior needs embeds in another thread while the request is routed
+        # and its chains generate: a personal request routes by the user's own vector, so
+        # all of it; any other routes by its query (and profile), embedded here first
+        query_text = context_text(request.context)
+        if personal:
+            aside = self._embed_aside([query_text, *request.candidates])
+        else:
+            emb = self.embedder.embed([query_text, *([profile] if profile else [])])
+            e_query = emb[0]
+            aside = self._embed_aside(request.candidates)
         clock.lap("embed")
         proto: Prototype | None = None
+        z: np.ndarray | None = None
         if personal:
             assert state is not None
             mode = "personal"
-            z = user_prior(state, e_query, self.refiner)
             if state.prototype_id is not None:
                 proto = self.stores.prototypes.get(state.prototype_id)
             vector = search_vector(state)
         else:
             if profile:
-                assigned = self._nearest_prototype(emb[len(texts)])
+                assigned = self._nearest_prototype(emb[1])
                 if assigned is not None:
                     notes.append("prototype routed by the user's stated preferences")
             elif assigned is not None:
@@ -836,13 +847,6 @@ class PgenrmService:
                     z = global_prior(self.stores.prototypes)
                     notes.append("no prototype yet: global prior")
             vector = np.asarray(proto.centroid, dtype=np.float32) if proto is not None else None
-
-        components: dict[str, list[float]] = {}
-        if "prior" in wanted:
-            if z is not None:
-                components["prior"] = [float(x) for x in prior_scores(z, cand)]
-            else:
-                notes.append("no prior available")
 
         # -- chains: own history (m) and neighbours (n), one batched call ------------
         reqs: list[ScoreRequest] = []
@@ -877,6 +881,18 @@ class PgenrmService:
                 chains_out.extend(zip(srcs, results, strict=True))
             if degraded:
                 notes.append("deadline: answered with the prior only")
+        cand = aside.result()
+        if personal:
+            assert state is not None
+            e_query, cand = cand[0], cand[1:]
+            z = user_prior(state, e_query, self.refiner)
+        clock.lap("embed_wait")
+        components: dict[str, list[float]] = {}
+        if "prior" in wanted:
+            if z is not None:
+                components["prior"] = [float(x) for x in prior_scores(z, cand)]
+            else:
+                notes.append("no prior available")
         parse_failures = 0
         ties = 0
         valid = [0] * len(request.candidates)
@@ -917,7 +933,8 @@ class PgenrmService:
         rk = ranks(final)
         critiques = [h.critique for h in (state.history if state else []) if h.critique]
         notes.append(f"model_ms={model_ms:.1f}")
-        notes.append(f"embed_ms={clock.ms.get('embed', 0.0):.1f}")
+        waited = clock.ms.get("embed", 0.0) + clock.ms.get("embed_wait", 0.0)
+        notes.append(f"embed_ms={waited:.1f}")
         latency_ms = (time.perf_counter() - t0) * 1000.0
         clock.lap("combine")
         self._local.score_ms = clock.ms
@@ -950,6 +967,26 @@ class PgenrmService:
             model_id=self.model_id,
             latency_ms=latency_ms,
         )
+
+    def _embed_aside(self, texts: Sequence[str]) -> cf.Future[np.ndarray]:
+        """Embed ``texts`` in a side thread (torch on one core); inline once closed.
+
+        What only the prior needs (the candidates; a personal request's query) is needed
+        after the chains: on a GPU backend its embedding is then off the request's
+        critical path, and on CPU it runs beside generation instead of before it.
+        """
+        with self._aside_lock:
+            if self._aside is None and not self._closed:
+                self._aside = cf.ThreadPoolExecutor(
+                    ASIDE_THREADS, thread_name_prefix="pgenrm-embed-aside", initializer=_torch_one
+                )
+            pool = self._aside
+        if pool is not None:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile: embed here
+                return pool.submit(self.embedder.embed, list(texts))
+        done: cf.Future[np.ndarray] = cf.Future()
+        done.set_result(self.embedder.embed(list(texts)))
+        return done
 
     def _assigned_prototype(self, state: UserState) -> Prototype | None:
         """The prototype recorded on ``state`` when it still exists (a rebuild may drop it)."""
@@ -1053,6 +1090,9 @@ class PgenrmService:
             return
         self._closed = True
         self._gen.shutdown()
+        with self._aside_lock:
+            if self._aside is not None:
+                self._aside.shutdown(wait=True)
         try:
             with self._write_lock:
                 self.checkpoint()
@@ -1068,6 +1108,16 @@ class PgenrmService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+ASIDE_THREADS = 2
+"""Threads embedding requests' candidates beside generation (requests served at once)."""
+
+
+def _torch_one() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # per thread: a side embedding leaves generation's team alone
 
 
 def _judge(scores: Sequence[float], chosen: int, rejected: int) -> Outcome:

@@ -88,6 +88,44 @@ def test_one_embedder_call_per_batch_and_in_batch_duplicates(
         assert spy.calls == [7]
 
 
+def test_candidates_embed_beside_routing_and_the_prior_is_unchanged(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    spy = CountingEmbedder(embedder)
+    with PgenrmService.open(svc_settings, embedder=spy, config=stream_config) as svc:
+        svc.apply_feedback([fb(f"a{i}", "u", query=f"question {i}") for i in range(3)])
+        spy.calls.clear()
+        spy.threads.clear()
+        cold = svc.score(request("side-0", "stranger"), signals={"prior"})
+        assert cold.mode == "cold_start"
+        req = request("side-1", "u")
+        k = len(req.candidates)
+        # a cold start routes by its query, embedded in this thread, the candidates beside;
+        # a personal request routes by the user's vector, so its query embeds beside too
+        assert sorted(zip(spy.threads, spy.calls, strict=True)) == [
+            ("MainThread", 1),
+            ("pgenrm-embed-aside", k),
+        ]
+        spy.calls.clear()
+        spy.threads.clear()
+        res = svc.score(req, signals={"prior"})
+        assert res.mode == "personal"
+        assert list(zip(spy.threads, spy.calls, strict=True)) == [("pgenrm-embed-aside", 1 + k)]
+        st = svc.user("u")
+        assert st is not None
+        from prototypes.embedder import context_text
+        from prototypes.prior import prior_scores, user_prior
+
+        e = embedder.embed([context_text(req.context), *req.candidates])
+        expected = prior_scores(user_prior(st, e[0], svc.refiner), e[1:])
+        assert np.allclose(res.components["prior"], expected, atol=1e-3)
+        assert any(n.startswith("embed_ms=") for n in res.explanation.notes)
+    # closed: no side thread is started again, the candidates embed in the caller
+    spy.threads.clear()
+    assert svc._embed_aside(["late"]).result().shape == (1, embedder.dim)
+    assert spy.threads == ["MainThread"]
+
+
 def test_prior_only_reward_cold_start_then_personal(service: PgenrmService) -> None:
     cold = service.score(request("q1", "newcomer"), signals={"prior"})
     assert cold.mode == "cold_start"
