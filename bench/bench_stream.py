@@ -548,8 +548,9 @@ def bench_rewards(
 
     ``e2e`` runs from just before the request is produced to the moment its result
     is consumed; ``overhead`` = e2e - generation time reported by the worker
-    (``model_ms`` note); ``overhead_beyond_models`` also takes off the worker's
-    query/candidate embedding time (``embed_ms`` note: MiniLM is a model too);
+    (``model_ms`` note); ``overhead_beyond_models`` also takes off the query and
+    candidate embedding the request waited for (``embed_ms`` note: MiniLM is a model
+    too; what embeds beside generation is not waited for);
     ``worker_overhead`` = the worker's own latency_ms - model_ms (no transport);
     ``produce`` = producing the request until acked; ``deliver`` = from the
     result's Kafka timestamp (set when the worker sent it) to its consumption.
