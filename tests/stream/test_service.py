@@ -117,7 +117,9 @@ def test_candidates_embed_beside_routing_and_the_prior_is_unchanged(
         from prototypes.prior import prior_scores, user_prior
 
         e = embedder.embed([context_text(req.context), *req.candidates])
-        expected = prior_scores(user_prior(st, e[0], svc.refiner), e[1:])
+        z = user_prior(st, e[0], svc.refiner)
+        assert z is not None
+        expected = prior_scores(z, e[1:])
         assert np.allclose(res.components["prior"], expected, atol=1e-3)
         assert any(n.startswith("embed_ms=") for n in res.explanation.notes)
     # closed: no side thread is started again, the candidates embed in the caller
