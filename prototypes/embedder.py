@@ -234,12 +234,19 @@ def shard_cores() -> list[int]:
         return []
 
 
-def _shard_thread(cores: list[int], order: Iterator[int]) -> None:
-    # OpenMP's thread count is per calling thread: the shard threads run torch on one
-    # core each (no barrier spin between them), the rest of the process keeps its own
+def one_torch_thread() -> None:
+    """Run this thread's torch ops on one core (a thread pool's initializer).
+
+    OpenMP's thread count is per calling thread: such a thread computes beside
+    others (no barrier spin between them), and the rest of the process keeps its own.
+    """
     import torch
 
     torch.set_num_threads(1)
+
+
+def _shard_thread(cores: list[int], order: Iterator[int]) -> None:
+    one_torch_thread()
     if cores:
         core = cores[next(order) % len(cores)]  # next() on a count is atomic under the GIL
         try:

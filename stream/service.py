@@ -975,10 +975,15 @@ class PgenrmService:
         after the chains: on a GPU backend its embedding is then off the request's
         critical path, and on CPU it runs beside generation instead of before it.
         """
+        from prototypes.embedder import one_torch_thread
+
         with self._aside_lock:
             if self._aside is None and not self._closed:
+                # torch on one core: a side embedding leaves generation's thread team alone
                 self._aside = cf.ThreadPoolExecutor(
-                    ASIDE_THREADS, thread_name_prefix="pgenrm-embed-aside", initializer=_torch_one
+                    ASIDE_THREADS,
+                    thread_name_prefix="pgenrm-embed-aside",
+                    initializer=one_torch_thread,
                 )
             pool = self._aside
         if pool is not None:
@@ -1112,12 +1117,6 @@ class PgenrmService:
 
 ASIDE_THREADS = 2
 """Threads embedding requests' candidates beside generation (requests served at once)."""
-
-
-def _torch_one() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # per thread: a side embedding leaves generation's team alone
 
 
 def _judge(scores: Sequence[float], chosen: int, rejected: int) -> Outcome:

@@ -112,13 +112,10 @@ def test_shard_threads_are_pinned_to_distinct_cores_unless_told_not_to() -> None
     assert float((a * b).sum(axis=1).min()) > 0.9999  # pinning changes where, not what
     assert pinned._pool is not None and free._pool is not None
 
-    def masks(pool: Any) -> list[set[int]]:
-        return masks_of(pool, workers)
-
-    got = masks(pinned._pool)
+    got = masks_of(pinned._pool, workers)
     expected = [{cores[i % len(cores)]} for i in range(workers)]
     assert sorted(got, key=min) == sorted(expected, key=min)
-    assert masks(free._pool) == [set(cores)] * workers
+    assert masks_of(free._pool, workers) == [set(cores)] * workers
     assert os.sched_getaffinity(0) == set(cores)  # the calling thread is left alone
     # auto: pinned only when the shards are at least as many as the cores
     path = resolve_model_path("minilm")
