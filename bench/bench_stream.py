@@ -160,7 +160,7 @@ class Watcher:
         self.first_proto: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t = threading.Thread(target=self.run, name="watcher", daemon=True)
         self.t.start()
 
     def run(self) -> None:
@@ -212,6 +212,74 @@ def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
         except (OSError, IndexError):
             continue
         out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return out
+
+
+def thread_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a process's threads, summed by thread name (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def own_thread_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process's Python threads, by Python thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            text = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        name = t.name.split(" (")[0]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(all, stolen) CPU ticks of the machine so far (``/proc/stat``; steal: the hypervisor's)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+Reading = tuple[dict[str, float], tuple[int, int], dict[str, float], dict[str, float]]
+
+
+def read_cpu(pids: dict[str, int | None]) -> Reading:
+    """CPU seconds of the processes, the machine's ticks, the worker's and the bench's threads."""
+    worker = pids.get("worker")
+    threads = thread_seconds(worker) if worker else {}
+    return cpu_seconds(pids), machine_ticks(), threads, own_thread_seconds()
+
+
+def cores_used(before: Reading, after: Reading, seconds: float) -> dict[str, Any]:
+    """Cores each process (and each of the worker's thread names) used between two readings.
+
+    ``stolen_share``: the share of the machine's ticks the hypervisor took.
+    """
+    out: dict[str, Any] = {
+        k: (after[0][k] - before[0][k]) / seconds for k in before[0] if k in after[0]
+    }
+    total = after[1][0] - before[1][0]
+    out["stolen_share"] = (after[1][1] - before[1][1]) / total if total > 0 else 0.0
+    for key, was, now in (
+        ("worker_threads", before[2], after[2]),
+        ("bench_threads", before[3], after[3]),
+    ):
+        threads = {k: (v - was.get(k, 0.0)) / seconds for k, v in now.items()}
+        out[key] = {k: v for k, v in sorted(threads.items()) if v >= 0.005}
     return out
 
 
@@ -409,6 +477,7 @@ def main() -> None:
         if args.skip_rewards:
             env["PGENRM_STREAM_LOAD_BACKEND"] = "false"
         prod = make_producer(s, linger_ms=20, batch_size=256 * 1024)
+        lat_prod = make_producer(s, linger_ms=0)  # each event leaves when it is sent
         watcher = Watcher(s, THROUGHPUT_FETCH_WAIT_MS)
         with worker_process(s, env, root / "worker.log", f"bench-{uuid.uuid4().hex[:8]}") as proc:
             # warm-up: the worker joins, loads the embedder (and the model), applies one event
@@ -430,7 +499,7 @@ def main() -> None:
                 os.kill(proc.pid, signal.SIGCONT)
             w0 = time.time()
             pids = {"worker": proc.pid, "broker": broker.pid, "bench": os.getpid()}
-            cpu0 = cpu_seconds(pids)
+            cpu0 = read_cpu(pids)
             t0 = time.perf_counter()
             expected: dict[str, int] = {}
             for ev in events:
@@ -438,10 +507,7 @@ def main() -> None:
             t_done = watcher.wait_applied(expected, 900)
             full_rate = len(events) / (t_done - t0)
             phases["throughput"] = (w0, time.time())
-            cpu1 = cpu_seconds(pids)
-            results["throughput_cpu_cores"] = {
-                k: (cpu1[k] - cpu0[k]) / (t_done - t0) for k in cpu0 if k in cpu1
-            }
+            results["throughput_cpu_cores"] = cores_used(cpu0, read_cpu(pids), t_done - t0)
             console.print(f"full feedback path: {full_rate:,.0f} events/s")
             watcher.close()  # the latency phase needs a responsive observer
             watcher = Watcher(s, args.client_fetch_wait_ms)
@@ -450,17 +516,22 @@ def main() -> None:
             lat_events = make_events(int(args.latency_seconds * rate), 10_000, seed=1, prefix="lat")
             first_sent: dict[str, float] = {}
             w0 = time.time()
+            cpu0 = read_cpu(pids)
             t_start = time.perf_counter()
+            # one sleep to each send time and no flush per event: the generator spinning on
+            # 0.5 ms sleeps and waiting for each ack took 0.27 cores of the 2 (and the
+            # broker 0.2) from the path it measures; the clock starts before the send
             for i, ev in enumerate(lat_events):
-                target = t_start + i / rate
-                while time.perf_counter() < target:
-                    time.sleep(0.0005)
-                produce(prod, FEEDBACK, ev)
-                prod.flush()
+                delay = t_start + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
                 first_sent.setdefault(ev.user_id, time.perf_counter())
+                produce(lat_prod, FEEDBACK, ev)
+            lat_prod.flush()
             exp2 = {u: 1 for u in first_sent}
-            watcher.wait_applied(exp2, 300)
+            t_seen = watcher.wait_applied(exp2, 300)
             phases["latency"] = (w0, time.time())
+            results["latency_cpu_cores"] = cores_used(cpu0, read_cpu(pids), t_seen - t_start)
             lat_ms = [
                 (watcher.first_proto[u] - t) * 1000
                 for u, t in first_sent.items()
@@ -485,6 +556,7 @@ def main() -> None:
         results["trace"] = summarise_trace(root / "worker.log", phases)
         watcher.close()
         prod.close()
+        lat_prod.close()
         results["raw_consume_eps"] = raw_consume_rate(s, FEEDBACK, args.events)
     after, meta = raw_embed_layouts(events, batch, env, args.torch_threads)
     results.update(meta)
@@ -709,9 +781,12 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
             "",
         )
     console.print(t)
-    if "throughput_cpu_cores" in r:
-        used = ", ".join(f"{k} {v:.2f}" for k, v in r["throughput_cpu_cores"].items())
-        console.print(f"[dim]cores busy during the throughput phase: {used}[/dim]")
+    for phase in ("throughput", "latency"):
+        if f"{phase}_cpu_cores" in r:
+            used = ", ".join(
+                f"{k} {v:.2f}" for k, v in r[f"{phase}_cpu_cores"].items() if isinstance(v, float)
+            )
+            console.print(f"[dim]cores busy during the {phase} phase: {used}[/dim]")
     for phase, stats in r.get("trace", {}).items():
         parts = [
             f"{k} {v['p50']:.0f}/{v['p95']:.0f}"

@@ -1,4 +1,4 @@
-"""What this machine's CPU can do fast (used to pick model dtypes on ``auto``)."""
+"""What this machine's CPU can do fast (used to pick model dtypes on ``auto``), and its threads."""
 
 from __future__ import annotations
 
@@ -31,3 +31,28 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+OS_THREAD_PREFIX = "pgenrm-"
+"""Dropped from a thread's Python name in its OS name, which holds only 15 bytes."""
+
+
+def name_os_thread() -> None:
+    """Give the calling thread its Python name in the OS (``top -H``, ``/proc/<pid>/task``).
+
+    Python 3.11 leaves every thread named after the program, so per-thread CPU
+    cannot tell an embedding shard from the event loop. Use as a thread pool's
+    initializer. Linux only; elsewhere, and where ``/proc`` is read-only, nothing.
+
+    >>> import threading
+    >>> t = threading.Thread(target=name_os_thread, name="pgenrm-example")
+    >>> t.start(); t.join()
+    """
+    import threading
+
+    name = threading.current_thread().name.removeprefix(OS_THREAD_PREFIX)[:15]
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass

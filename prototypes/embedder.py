@@ -41,7 +41,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from infra.hardware import name_os_thread
 from prototypes.exceptions import EmbedderError
+from prototypes.passes import balanced_passes
 from prototypes.traced_encoder import TracedEncoder, trace_encoder
 
 EmbedderDtype = Literal["auto", "float32", "bfloat16"]
@@ -84,10 +86,11 @@ class SentenceTransformerEmbedder:
     workers
         On CPU, threads that embed the passes of a call longer than ``batch_size``
         at once, each with torch on one core (:func:`default_workers`). The
-        call's texts are sorted by length and cut into passes of ``batch_size``
-        (as sentence-transformers does inside one call); the threads take the
-        next pass as they finish one, longest first, so they finish together
-        even when one of them loses its core for a while. A vector then depends
+        call's texts are sorted by length and cut into passes of at most
+        ``batch_size`` of equal padded cost, as many as a multiple of ``workers``
+        (:func:`~prototypes.passes.balanced_passes`); the threads take the next
+        pass as they finish one, longest first, so they finish together even
+        when one of them loses its core for a while. A vector then depends
         on which texts shared its pass only through bf16 rounding, as it
         already does with ``batch_size``.
     pin
@@ -166,26 +169,22 @@ class SentenceTransformerEmbedder:
         # one forward pass per task, longest texts first, pulled by whichever thread is
         # free: a thread slowed by the rest of the process takes fewer passes, instead of
         # its half of the call finishing last while the other core idles
-        return self._by_pass(texts, self._shard_pool().map, self._embed_one)
+        return self._by_pass(texts, self._shard_pool().map, self._embed_one, self.workers)
 
     def _by_pass(
         self,
         texts: Sequence[str],
         mapper: Callable[..., Iterable[np.ndarray]],
         embed_pass: Callable[[list[str]], np.ndarray],
+        shards: int,
     ) -> np.ndarray:
-        """``embed_pass`` over :meth:`_passes` of ``texts`` (run by ``mapper``), in text order."""
-        passes = self._passes(texts)
+        """``embed_pass`` over the passes of ``texts`` for ``shards`` threads, in text order."""
+        passes = balanced_passes([len(t) for t in texts], self.batch_size, shards)
         parts = mapper(lambda idx: embed_pass([texts[i] for i in idx]), passes)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx, part in zip(passes, parts, strict=True):
             out[idx] = part
         return out
-
-    def _passes(self, texts: Sequence[str]) -> list[list[int]]:
-        """Indices of ``texts`` in forward passes of ``batch_size``, longest texts first."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
 
     def _shard_pool(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
@@ -205,7 +204,7 @@ class SentenceTransformerEmbedder:
         if self._traced is not None:
             if len(texts) <= self.batch_size:
                 return self._traced(texts)
-            return self._by_pass(texts, map, self._traced)
+            return self._by_pass(texts, map, self._traced, 1)
         import torch
 
         with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
@@ -247,6 +246,7 @@ def one_torch_thread() -> None:
 
 def _shard_thread(cores: list[int], order: Iterator[int]) -> None:
     one_torch_thread()
+    name_os_thread()
     if cores:
         core = cores[next(order) % len(cores)]  # next() on a count is atomic under the GIL
         try:

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from infra.codec import dead_letter_message, decode
 from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult
 from infra.exceptions import InvalidEventError
+from infra.hardware import name_os_thread
 from infra.kafka import encode_value
 from infra.metrics import count_dead_lettered, count_processed
 from infra.settings import Settings
@@ -154,13 +155,19 @@ class StreamRuntime:
         )
         self._service = service
         self._open_lock = asyncio.Lock()
-        self.feedback_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-feedback")
+        self.feedback_pool = cf.ThreadPoolExecutor(
+            1, thread_name_prefix="pgenrm-feedback", initializer=name_os_thread
+        )
         # one thread per batch the pipeline prepares at once (each waits on the shard pool)
         self.embed_pool = cf.ThreadPoolExecutor(
-            self.config.prepare_ahead, thread_name_prefix="pgenrm-embed"
+            self.config.prepare_ahead, thread_name_prefix="pgenrm-embed", initializer=name_os_thread
         )
-        self.reward_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-reward")
-        self.ledger_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-ledger")
+        self.reward_pool = cf.ThreadPoolExecutor(
+            1, thread_name_prefix="pgenrm-reward", initializer=name_os_thread
+        )
+        self.ledger_pool = cf.ThreadPoolExecutor(
+            1, thread_name_prefix="pgenrm-ledger", initializer=name_os_thread
+        )
         self._marks: set[asyncio.Future[None]] = set()
         self.refresher: PersonaRefresher | None = None
         self._refresher_task: asyncio.Task[None] | None = None

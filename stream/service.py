@@ -975,15 +975,13 @@ class PgenrmService:
         after the chains: on a GPU backend its embedding is then off the request's
         critical path, and on CPU it runs beside generation instead of before it.
         """
-        from prototypes.embedder import one_torch_thread
-
         with self._aside_lock:
             if self._aside is None and not self._closed:
                 # torch on one core: a side embedding leaves generation's thread team alone
                 self._aside = cf.ThreadPoolExecutor(
                     ASIDE_THREADS,
                     thread_name_prefix="pgenrm-embed-aside",
-                    initializer=one_torch_thread,
+                    initializer=_aside_thread,
                 )
             pool = self._aside
         if pool is not None:
@@ -1158,3 +1156,12 @@ def _load_refiner(settings: Settings, embedder: Any) -> Any:
     from prototypes.refine import Refiner
 
     return RefinedPrior(Refiner.load(refiner_path(settings)), embedder)
+
+
+def _aside_thread() -> None:
+    """Side-embedding threads: torch on one core, leaving generation's thread team alone."""
+    from infra.hardware import name_os_thread
+    from prototypes.embedder import one_torch_thread
+
+    one_torch_thread()
+    name_os_thread()
