@@ -39,8 +39,10 @@ from typing import Any
 from infra.contracts import Criterion
 from reward.protocol import ChainParse
 
-SCORE_MIN = 0.0
+SCORE_MIN = 1.0
 SCORE_MAX = 10.0
+"""The template's 1-10 scale: a weighted sum of 1-10 criterion scores lies in it, so a
+score outside it (0.3, 85) is the model leaving the scale, counted as ``out_of_range``."""
 ARITH_TOL = 0.05
 _START = re.compile(r"<\s*JSON_START\s*>", re.IGNORECASE)
 _END = re.compile(r"<\s*/?\s*JSON_END\s*>", re.IGNORECASE)

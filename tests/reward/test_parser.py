@@ -130,6 +130,13 @@ CORPUS: list[tuple[str, str, int, str | None, list[float] | None]] = [
         None,
     ),
     (
+        "below_scale",
+        j({"better_response": {"response_1": 0.9, "response_2": 0.3}}),
+        2,
+        "out_of_range",
+        None,
+    ),
+    (
         "negative",
         j({"better_response": {"response_1": -1, "response_2": 4}}),
         2,
