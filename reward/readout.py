@@ -31,10 +31,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from infra.contracts import ChatMessage
+from reward.parser import SCORE_MAX, SCORE_MIN
 from reward.protocol import NumberReadoutBackend, ReadoutSessionBackend
 
-SCALE = tuple(range(1, 11))
-"""The integers whose probability is read (the template's 1-10 scale)."""
+SCALE = tuple(range(int(SCORE_MIN), int(SCORE_MAX) + 1))
+"""The integers whose probability is read: the parser's (the template's) 1-10 scale."""
 MIN_MASS = 1e-3
 LOW_MASS = 0.5
 CLOSE = "}}\n<JSON_END>"
