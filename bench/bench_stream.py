@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -556,7 +557,9 @@ def main() -> None:
                 phases["rewards"] = (w0, time.time())
             if proc.poll() is not None:
                 raise RuntimeError((root / "worker.log").read_text()[-3000:])
-        results["trace"] = summarise_trace(root / "worker.log", phases)
+        results["trace"], results["trace_unparsed_lines"] = summarise_trace(
+            root / "worker.log", phases
+        )
         watcher.close()
         prod.close()
         lat_prod.close()
@@ -629,10 +632,15 @@ def latency_phase(
     return visible, cores
 
 
-def summarise_trace(log_path: Path, phases: dict[str, tuple[float, float]]) -> dict[str, Any]:
-    """Per phase: p50/p95/mean of every traced stage (``pgenrm trace`` lines of the worker)."""
+def summarise_trace(
+    log_path: Path, phases: dict[str, tuple[float, float]]
+) -> tuple[dict[str, Any], int]:
+    """Per phase: p50/p95/mean of every traced stage (``pgenrm trace`` lines of the worker).
+
+    Also returns how many trace lines were not JSON (torn lines): counted, not dropped.
+    """
     recs: list[dict[str, Any]] = []
-    unparsed = 0  # a line cut by the worker's kill: counted, not dropped silently
+    unparsed = 0
     for line in log_path.read_text(errors="replace").splitlines():
         at = line.find("pgenrm trace ")
         if at >= 0:
@@ -640,7 +648,7 @@ def summarise_trace(log_path: Path, phases: dict[str, tuple[float, float]]) -> d
                 recs.append(json.loads(line[at + len("pgenrm trace ") :]))
             except json.JSONDecodeError:
                 unparsed += 1
-    out: dict[str, Any] = {"unparsed_lines": unparsed}
+    out: dict[str, Any] = {}
     for name, (start, end) in phases.items():
         sel = [r for r in recs if start <= r["t"] <= end + 1.0]
         for path in sorted({r["path"] for r in sel}):
@@ -657,7 +665,7 @@ def summarise_trace(log_path: Path, phases: dict[str, tuple[float, float]]) -> d
                     "mean": statistics.fmean(vals),
                 }
             out[f"{name}/{path}"] = stats
-    return out
+    return out, unparsed
 
 
 def bench_rewards(
@@ -803,7 +811,7 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
         t.add_row(
             "  offered rate / full-path rate of this run",
             f"{r['latency_offered_to_capacity']:.2f}",
-            "above ~0.9 the queue grows",
+            "1 or more: the queue grows",
         )
     if "prototype_visible_sustainable_ms" in r:
         sv = r["prototype_visible_sustainable_ms"]
@@ -848,11 +856,11 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
                 f"{k} {v:.2f}" for k, v in r[f"{phase}_cpu_cores"].items() if isinstance(v, float)
             )
             console.print(f"[dim]cores busy during the {phase} phase: {used}[/dim]")
+    if r.get("trace_unparsed_lines"):
+        console.print(
+            f"[yellow]{r['trace_unparsed_lines']} worker trace lines could not be parsed[/yellow]"
+        )
     for phase, stats in r.get("trace", {}).items():
-        if not isinstance(stats, dict):
-            if stats:
-                console.print(f"[yellow]{stats} worker trace lines could not be parsed[/yellow]")
-            continue
         parts = [
             f"{k} {v['p50']:.0f}/{v['p95']:.0f}"
             for k, v in stats.items()
@@ -885,7 +893,7 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
         lbars = lx.bar(list(lat), [v / 1000 for v in lat.values()], color="#27a")
         lx.bar_label(lbars, labels=[f"{v / 1000:.2f} s" for v in lat.values()])
         lx.axhline(2.0, color="#c33", linestyle="--", label="goal p95 <= 2 s")
-        finite = [v / 1000 for v in lat.values() if v == v]
+        finite = [v / 1000 for v in lat.values() if math.isfinite(v)]
         lx.set_ylim(0, 1.2 * max([2.0, *finite]))  # room for the labels and the legend
         lx.set_ylabel("seconds")
         lx.set_title("first feedback -> prototype visible (events/s offered)")
