@@ -126,7 +126,12 @@ class GenerationBackend(Protocol):
         logprobs: bool = False,
         seed: int | None = None,
     ) -> list[list[Completion]]:
-        """Return ``len(prompts)`` lists of ``n`` completions each."""
+        """Return ``len(prompts)`` lists of ``n`` completions each.
+
+        ``seed`` makes the call reproducible; it must not make identical prompts of
+        one call draw identical samples (adapters that seed per prompt use
+        ``seed + index``).
+        """
         ...
 
 

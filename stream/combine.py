@@ -17,9 +17,11 @@ Combinations
 ``paper``  P-GenRM Eq. 9 as in the released code: ``0.5 * mean(own chains) +
            0.5 * mean(neighbour chains)``, renormalised over the sides that
            exist, on the raw 1..10 scale. The prior does not vote; it only
-           breaks exact ties (added with weight 1e-3 in scaled units; the tie
-           is still counted) and stands in when no chain side exists (then the
-           result is the scaled prior).
+           breaks exact ties (added with weight 1e-3 in scaled units, shrunk
+           below the smallest gap between chain means so it never reorders
+           candidates the chains tell apart; the tie is still counted) and
+           stands in when no chain side exists (then the result is the scaled
+           prior).
 ``blend``  ``sum_k w_k * scaled_k`` with weights learned online by a river
            logistic regression on revealed outcomes (feature = scaled(chosen) -
            scaled(rejected), label True, plus the mirrored example), starting
@@ -121,10 +123,29 @@ def combine_paper(components: Mapping[str, Sequence[float]], scaler: SignalScale
         if prior is None:
             raise ValueError("no signal to combine")
         return [round(float(x), 6) for x in scaler.scale("prior", prior)]
-    out = sum(sides) / len(sides)
+    out = np.asarray(sum(sides) / len(sides), dtype=np.float64)
     if prior is not None:
-        out = out + TIE_BREAK * scaler.scale("prior", prior)
-    return [round(float(x), 6) for x in np.asarray(out)]
+        out = out + tie_break(out, TIE_BREAK * scaler.scale("prior", prior))
+    return [round(float(x), 6) for x in out]
+
+
+def tie_break(means: np.ndarray, bonus: np.ndarray) -> np.ndarray:
+    """``bonus`` shrunk so that it can reorder only candidates whose ``means`` are equal.
+
+    Every bonus is kept under a third of the smallest gap between two different
+    means, so no two candidates that differ change places.
+
+    >>> tie_break(np.array([7.01, 7.0]), np.array([-0.02, 0.02])).round(4).tolist()
+    [-0.0033, 0.0033]
+    >>> tie_break(np.array([5.0, 5.0]), np.array([-0.02, 0.02])).tolist()
+    [-0.02, 0.02]
+    """
+    distinct = np.unique(means)
+    largest = float(np.abs(bonus).max(initial=0.0))
+    if len(distinct) < 2 or largest == 0.0:
+        return bonus
+    room = float(np.diff(distinct).min()) / 3.0
+    return bonus * min(1.0, room / largest)
 
 
 class Blender:

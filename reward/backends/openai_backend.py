@@ -167,9 +167,11 @@ class OpenAIBackend:
                 max_tokens=max_tokens,
                 stop=stop,
                 logprobs=logprobs,
-                seed=seed,
+                # one seed per request: a server samples a seeded request deterministically,
+                # so identical prompts with one seed would all get the same text
+                seed=None if seed is None else seed + i,
             )
-            for p in prompts
+            for i, p in enumerate(prompts)
         ]
         if not bodies:
             return []

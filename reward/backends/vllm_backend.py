@@ -51,14 +51,19 @@ class VllmBackend:
 
         if not prompts:
             return []
-        params = SamplingParams(
-            n=n,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=list(stop) if stop else None,
-            logprobs=0 if logprobs else None,
-            seed=seed,
-        )
+        # one seed per prompt (seed + its index): vLLM samples a seeded request
+        # deterministically, so identical prompts sharing a seed would share their text
+        params = [
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stop=list(stop) if stop else None,
+                logprobs=0 if logprobs else None,
+                seed=None if seed is None else seed + i,
+            )
+            for i in range(len(prompts))
+        ]
         convs = [[{"role": m.role, "content": m.content} for m in p] for p in prompts]
         prefill = [bool(p) and p[-1].role == "assistant" for p in prompts]
         outs: list[Any] = [None] * len(prompts)
@@ -70,7 +75,7 @@ class VllmBackend:
             try:
                 res = self.llm.chat(
                     [convs[i] for i in idx],
-                    params,
+                    [params[i] for i in idx],
                     add_generation_prompt=not mode,
                     continue_final_message=mode,
                     use_tqdm=False,

@@ -3,12 +3,13 @@
 The judge gets the pair, the human critique and the generated critique, and
 answers with one JSON object listing the key arguments of each critique (with
 the response each argues about and whether for or against it), whether the
-generated critique repeats itself, whether the human critique names a fatal
-error, and the one-to-one matches by meaning. The F1 rules are then applied by
-:func:`reward.nlhf.f1.core_f1` (stance is checked there, not trusted to the
-judge). An answer that does not parse is retried up to ``retries`` times; after
-that the result is F1 = 0 with reason ``judge_failed`` and the failure is counted
-in :attr:`LLMJudgeMatcher.failures`.
+generated critique repeats itself, which human argument names a fatal error
+(if any: it then becomes the only reference), and the one-to-one matches by
+meaning. The F1 rules are then applied by :func:`reward.nlhf.f1.core_f1`
+(stance is checked there, not trusted to the judge). An answer that does not
+parse is retried up to ``retries`` times; after that the result is F1 = 0 with
+reason ``judge_failed`` and the failure is counted in
+:attr:`LLMJudgeMatcher.failures`.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from reward.protocol import GenerationBackend
 JUDGE_SYSTEM = """You compare two critiques of the same pair of responses (A and B).
 A key argument is a decisive reason that alone would justify a choice. For each critique list its
 unique key arguments; give each the response it is about ("A" or "B") and its stance ("for" or
-"against" that response). Set "fatal_error" when the human critique names a fatal error (a wrong,
-unsafe or non-answering response). Set "repetition" when the generated critique states the same
+"against" that response). When the human critique names a fatal error (a wrong, unsafe or
+non-answering response), set "fatal_error" to the 0-based index of the human argument that names
+it; otherwise null. Set "repetition" when the generated critique states the same
 argument more than once. "matches" pairs generated and human arguments (0-based indices) that make
 the same point; each argument appears in at most one pair.
 Answer with one JSON object only:
 {"human_arguments": [{"text": "...", "response": "A", "stance": "for"}],
  "generated_arguments": [{"text": "...", "response": "B", "stance": "against"}],
- "fatal_error": false, "repetition": false, "matches": [[0, 0]]}"""
+ "fatal_error": null, "repetition": false, "matches": [[0, 0]]}"""
 
 JUDGE_USER = """[Conversation]
 {context}
@@ -53,7 +55,7 @@ class JudgeParseError(ValueError):
     """The judge's answer is not the JSON object asked for."""
 
 
-def _args(raw: Any, fatal_first: bool = False) -> list[Argument]:
+def _args(raw: Any, fatal: int | None = None) -> list[Argument]:
     if not isinstance(raw, list):
         raise JudgeParseError("arguments are not a list")
     out = []
@@ -68,10 +70,34 @@ def _args(raw: Any, fatal_first: bool = False) -> list[Argument]:
                 str(a.get("text", "")),
                 target,  # type: ignore[arg-type]
                 -1 if stance.startswith("against") else 1,
-                fatal_first and k == 0,
+                k == fatal,
             )
         )
     return out
+
+
+def _fatal_index(raw: Any, n_human: int) -> int | None:
+    """The human argument that names the fatal error, from the judge's ``fatal_error``.
+
+    An index names it; ``true`` names it only when the human critique has one argument
+    (with several, which one is fatal matters: RM-NLHF makes it the sole reference).
+
+    >>> _fatal_index(1, 2), _fatal_index(None, 2), _fatal_index(False, 2), _fatal_index(True, 1)
+    (1, None, None, 0)
+    """
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        if n_human == 1:
+            return 0
+        raise JudgeParseError("fatal_error is true but does not say which human argument")
+    try:
+        k = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise JudgeParseError(f"fatal_error is not an index: {raw!r}") from exc
+    if not 0 <= k < n_human:
+        raise JudgeParseError(f"fatal_error {k} is not a human argument")
+    return k
 
 
 def parse_judgement(text: str) -> tuple[list[Argument], list[Argument], np.ndarray, bool]:
@@ -79,7 +105,7 @@ def parse_judgement(text: str) -> tuple[list[Argument], list[Argument], np.ndarr
 
     >>> g, h, sim, rep = parse_judgement('{"human_arguments": [{"text": "calm", "response": "A",'
     ...   ' "stance": "for"}], "generated_arguments": [{"text": "quiet", "response": "A",'
-    ...   ' "stance": "for"}], "fatal_error": false, "repetition": false, "matches": [[0, 0]]}')
+    ...   ' "stance": "for"}], "fatal_error": null, "repetition": false, "matches": [[0, 0]]}')
     >>> sim.tolist(), rep
     ([[1.0]], False)
     """
@@ -92,8 +118,10 @@ def parse_judgement(text: str) -> tuple[list[Argument], list[Argument], np.ndarr
         raise JudgeParseError(f"invalid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise JudgeParseError("not an object")
-    fatal = bool(obj.get("fatal_error", False))
-    human = _args(obj.get("human_arguments"), fatal_first=fatal)
+    raw_human = obj.get("human_arguments")
+    n_human = len(raw_human) if isinstance(raw_human, list) else 0
+    fatal = _fatal_index(obj.get("fatal_error"), n_human)
+    human = _args(raw_human, fatal)
     gen = _args(obj.get("generated_arguments"))
     sim = np.zeros((len(gen), len(human)))
     for pair in obj.get("matches") or []:

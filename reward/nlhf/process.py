@@ -35,14 +35,23 @@ class ProcessReward:
 
 
 def process_reward(
-    row: NlhfRow, verdict: Verdict, matcher: ArgumentMatcher | None
+    row: NlhfRow,
+    verdict: Verdict,
+    matcher: ArgumentMatcher | None,
+    *,
+    require_correct: bool = True,
 ) -> ProcessReward:
-    """q for one generation on one row (the matcher is called only when q can be non-zero)."""
+    """q for one generation on one row (the matcher is called only when q can be non-zero).
+
+    ``require_correct=False`` scores the critique of a wrong verdict too: P-GenRM's
+    CRE process reward judges the chain apart from its outcome, where RM-NLHF's q
+    counts only on a right verdict.
+    """
     if not has_human_critique(row):
         return ProcessReward(0, False, "no_human_critique")
     if not verdict.format_ok:
         return ProcessReward(0, False, "format_error")
-    if verdict.choice != row.winner:
+    if require_correct and verdict.choice != row.winner:
         return ProcessReward(0, False, "wrong_verdict")
     if matcher is None:
         raise ValueError("a row with a human critique needs a matcher")

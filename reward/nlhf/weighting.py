@@ -74,7 +74,10 @@ def chain_weights(
         else:
             top = sorted(range(len(ch.scores)), key=lambda i: -ch.scores[i])  # type: ignore[index]
             ia, ib = top[0], top[1]
-        crit = critique_from_chain(ch.text, ch.order or list(range(len(candidates))))
+        # the critique names the two candidates the MetaRM is shown as A and B
+        shown = ch.order or list(range(len(candidates)))
+        slots = [0 if k == ia else (1 if k == ib else -1) for k in shown]
+        crit = critique_from_chain(ch.text, slots)
         pred = metarm.predict(context, candidates[ia], candidates[ib], crit)
         weights.append(max(floor, float(pred)))
     return weights

@@ -14,6 +14,9 @@ generated chain text, the candidate order shown):
 4. assemble the reward: ``nlhf`` (RM-NLHF) or ``cre`` (P-GenRM). For ``cre`` the
    process reward PR is the core-argument F1 against the human critique where
    there is one, else ``clip((m_hat - 1) / 0.5, 0, 1)`` from the MetaRM (0 without one).
+   Unlike RM-NLHF's q, CRE's PR is computed for wrong verdicts too (P-GenRM's PR judges
+   the chain apart from the outcome, so a PR-only ablation does not learn the outcome
+   through PR); the MetaRM's labels keep RM-NLHF's rule (q counts only when right).
 """
 
 from __future__ import annotations
@@ -91,7 +94,11 @@ class RewardComputer:
         self, rows: Sequence[NlhfRow], texts: Sequence[str], orders: Sequence[list[int]]
     ) -> list[RolloutReward]:
         verdicts = self.verdicts(texts, orders)
-        procs = [process_reward(r, v, self.matcher) for r, v in zip(rows, verdicts, strict=True)]
+        # CRE's process reward judges the chain whatever its verdict; RM-NLHF's q needs it right
+        procs = [
+            process_reward(r, v, self.matcher, require_correct=self.kind == "nlhf")
+            for r, v in zip(rows, verdicts, strict=True)
+        ]
         # (3) update-then-use.
         if self.metarm is not None and self.online:
             batch = [
@@ -100,7 +107,7 @@ class RewardComputer:
                     r.response_a,
                     r.response_b,
                     v.critique,
-                    composite_label(v.correct(r.winner), p.q),
+                    composite_label(v.correct(r.winner), p.q if v.correct(r.winner) else 0),
                 )
                 for r, v, p in zip(rows, verdicts, procs, strict=True)
                 if has_human_critique(r) and v.format_ok
@@ -116,7 +123,8 @@ class RewardComputer:
             crit = has_human_critique(r)
             correct = v.correct(r.winner)
             m_hat = None
-            if not crit and correct and self.metarm is not None:
+            wanted = correct or (self.kind == "cre" and v.format_ok)
+            if not crit and wanted and self.metarm is not None:
                 m_hat = float(
                     self.metarm.predict(r.context, r.response_a, r.response_b, v.critique)
                 )

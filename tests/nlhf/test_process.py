@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from infra.contracts import ChatMessage
 from reward.nlhf.llm_judge import LLMJudgeMatcher
 from reward.nlhf.process import process_reward
@@ -155,3 +157,43 @@ def test_llm_judge_with_real_small_model(smollm2_path: str, hotel_row: NlhfRow) 
     )
     assert 0.0 <= r.f1 <= 1.0
     assert judge.calls == 1 and (r.reason == "ok" or judge.failures["judge_failed"] == 1)
+
+
+def test_llm_judge_fatal_error_is_the_argument_the_judge_names(hotel_row: NlhfRow) -> None:
+    """The fatal argument is the sole reference, wherever the judge lists it."""
+    second_is_fatal = (
+        '{"human_arguments": [{"text": "B is more concise", "response": "B", "stance": "for"},'
+        ' {"text": "A gives a wrong dosage", "response": "A", "stance": "against"}],'
+        ' "generated_arguments": [{"text": "A is wrong", "response": "A", "stance": "against"}],'
+        ' "fatal_error": 1, "repetition": false, "matches": [[0, 1]]}'
+    )
+    judge = LLMJudgeMatcher(ScriptedJudge([second_is_fatal]), retries=1)
+    r = judge.score(GOOD, "h", context="c", response_a="a", response_b="b")
+    assert r.fatal and r.n_ref == 1 and r.tp == 1 and r.f1 == 1.0
+
+
+def test_llm_judge_retries_an_unplaced_fatal_error(hotel_row: NlhfRow) -> None:
+    """``fatal_error: true`` over several human arguments does not say which is fatal."""
+    unplaced = JUDGED.replace('"fatal_error": false', '"fatal_error": true')
+    out_of_range = JUDGED.replace('"fatal_error": false', '"fatal_error": 5')
+    judge = LLMJudgeMatcher(ScriptedJudge([unplaced, out_of_range, JUDGED]), retries=3)
+    r = judge.score(GOOD, "h", context="c", response_a="a", response_b="b")
+    assert judge.calls == 3 and not r.fatal and r.n_ref == 2
+
+
+def test_cre_process_reward_does_not_depend_on_the_verdict(hotel_row: NlhfRow, matcher) -> None:
+    """P-GenRM's PR judges the chain apart from the outcome; RM-NLHF's q needs a right verdict."""
+    right = synthetic_chain(hotel_row, [0, 1]).replace(
+        "the user explains",
+        "Response A is a tranquil spa retreat and Response B is too loud; the user explains",
+    )
+    wrong = right.replace("8.0", "TMP").replace("3.0", "8.0").replace("TMP", "3.0")
+    cre = RewardComputer("cre", matcher)
+    nlhf = RewardComputer("nlhf", matcher)
+    c_right, c_wrong = cre([hotel_row, hotel_row], [right, wrong], [[0, 1], [0, 1]])
+    n_wrong = nlhf([hotel_row], [wrong], [[0, 1]])[0]
+    assert c_right.correct and not c_wrong.correct and c_wrong.format_ok
+    assert c_wrong.f1 is not None and c_wrong.f1 > 0
+    assert c_wrong.reward == pytest.approx(0.5 * c_wrong.f1)  # PR counts, OR = 0
+    assert c_right.reward == pytest.approx(1.0 + 0.5 * (c_right.f1 or 0.0))
+    assert n_wrong.reward == 0.0 and n_wrong.f1 is None  # RM-NLHF: no q on a wrong verdict

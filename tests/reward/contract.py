@@ -44,6 +44,16 @@ def check_backend(backend: GenerationBackend, *, max_tokens: int = 12) -> None:
     assert g2[0].text == g3[0].text
     greedy = g2[0].text
 
+    # A seed makes a call reproducible without collapsing its samples: the same prompt
+    # given several times in one seeded call is sampled independently (P-GenRM's m
+    # chains are often identical prompts), and repeating the call repeats the samples.
+    same = [[ChatMessage(role="user", content="Tell me a short story.")]] * 4
+    s1 = backend.generate(same, n=1, temperature=1.0, max_tokens=max_tokens, seed=7)
+    texts = [g[0].text for g in s1]
+    assert len(set(texts)) > 1, f"identical prompts in one seeded call drew the same text: {texts}"
+    s2 = backend.generate(same, n=1, temperature=1.0, max_tokens=max_tokens, seed=7)
+    assert [g[0].text for g in s2] == texts
+
     # Stop strings end the text before the stop string.
     words = greedy.split()
     if len(words) >= 3:

@@ -36,6 +36,11 @@ def test_paper_prior_only_breaks_exact_ties_and_stands_in_alone() -> None:
     assert abs(tied[0] - 5.0) < 0.01  # the prior does not vote beyond tie-breaking
     not_tied = combine_paper({"individual": [6.0, 5.0], "prior": [0.0, 0.9]}, s)
     assert not_tied[0] > not_tied[1]
+    # a lead of 0.01 (16-24 chains averaged) survives a strong prior against it
+    close = combine_paper({"individual": [7.01, 7.0], "prior": [0.0, 0.6]}, s)
+    assert close[0] > close[1]
+    three = combine_paper({"individual": [6.0, 6.0, 6.001], "prior": [0.0, 0.6, -0.6]}, s)
+    assert ranks(three) == [3, 2, 1]  # the tie at 6.0 broken by the prior, 6.001 stays first
     alone = combine_paper({"prior": [0.1, 0.2, 0.15]}, s)
     assert ranks(alone) == [3, 1, 2]
     with pytest.raises(ValueError):
