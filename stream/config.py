@@ -59,6 +59,8 @@ class StreamConfig(BaseSettings):
     """Users waiting for a persona refresh; the oldest is dropped when full."""
     persona_debounce_s: float = Field(default=2.0, ge=0)
     """Quiet time after a user's last feedback before their persona is regenerated."""
+    persona_max_wait_s: float = Field(default=30.0, ge=0)
+    """Longest steady feedback can postpone a waiting user's persona refresh."""
     persona_max_new_tokens: int = Field(default=256, ge=16)
     served_max_rows: int = Field(default=100_000, ge=1)
     """Served rewards remembered for scoring them against later feedback."""

@@ -137,10 +137,12 @@ def served_chains(
     missing = None
     if not chains:
         notes = result.explanation.notes
-        if result.degraded:
+        if any(n.startswith("deadline") for n in notes):
             missing = "deadline"
-        elif any(n.startswith("generative backend disabled") for n in notes):
+        elif any(n.startswith("generative backend") for n in notes):
             missing = "generative_disabled"
+        elif any(n.startswith("generation failed") for n in notes):
+            missing = "generation_failed"
         else:
             missing = "not_requested"
     return ServedChains(

@@ -2,7 +2,9 @@
 
 The feedback path calls :meth:`PersonaRefresher.offer` (never blocks, never
 waits for a model). A background task takes users whose last offer is at least
-``debounce_s`` old, and runs ``refresh(user_id)`` (generation, embedding,
+``debounce_s`` old (or whose first waiting offer is ``max_wait_s`` old, so a
+user giving feedback without pause is still refreshed), and runs
+``refresh(user_id)`` (generation, embedding,
 store write) in a thread executor. A user offered again while waiting is
 coalesced (one refresh covers several events); when the queue is full the
 oldest waiting user is dropped (their next feedback offers them again).
@@ -52,6 +54,8 @@ class PersonaRefresher:
         Most users waiting at once.
     debounce_s
         Quiet time after a user's last offer before refreshing.
+    max_wait_s
+        Longest a waiting user is held back by further offers.
     executor
         Thread pool for ``refresh`` (default: a private one-thread pool).
     on_refreshed
@@ -64,16 +68,19 @@ class PersonaRefresher:
         *,
         maxsize: int = 1024,
         debounce_s: float = 2.0,
+        max_wait_s: float = 30.0,
         executor: cf.Executor | None = None,
         on_refreshed: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         self.refresh = refresh
         self.maxsize = maxsize
         self.debounce_s = debounce_s
+        self.max_wait_s = max_wait_s
         self._own_executor = executor is None
         self.executor = executor or cf.ThreadPoolExecutor(1, thread_name_prefix="pgenrm-persona")
         self.on_refreshed = on_refreshed
-        self.pending: OrderedDict[str, float] = OrderedDict()
+        self.pending: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        """user -> (first, last) offer time while waiting."""
         self.counters: Counter[str] = Counter()
         self._wake: asyncio.Event | None = None
         self._busy = False
@@ -83,20 +90,20 @@ class PersonaRefresher:
         now = time.monotonic()
         self.counters["offered"] += 1
         if user_id in self.pending:
-            self.pending[user_id] = now
+            self.pending[user_id] = (self.pending[user_id][0], now)
             self.counters["coalesced"] += 1
         else:
             while len(self.pending) >= self.maxsize:
                 self.pending.popitem(last=False)
                 self.counters["dropped"] += 1
-            self.pending[user_id] = now
+            self.pending[user_id] = (now, now)
         if self._wake is not None:
             self._wake.set()
 
     def _due(self, now: float) -> tuple[str | None, float]:
         wait = float("inf")
-        for user, t in self.pending.items():
-            left = t + self.debounce_s - now
+        for user, (first, last) in self.pending.items():
+            left = min(last + self.debounce_s, first + self.max_wait_s) - now
             if left <= 0:
                 return user, 0.0
             wait = min(wait, left)

@@ -200,7 +200,7 @@ class StreamRuntime:
         try:
             _ = self._service.scorer
         except Exception as exc:  # rewards still work prior-only; say why
-            log.error("generative backend unavailable: %s", exc)
+            self._service.backend_failed(exc)
             self.counters["backend_unavailable"] += 1
 
     async def start(self) -> None:
@@ -211,6 +211,7 @@ class StreamRuntime:
                 svc.refresh_persona,
                 maxsize=self.config.persona_queue,
                 debounce_s=self.config.persona_debounce_s,
+                max_wait_s=self.config.persona_max_wait_s,
                 on_refreshed=self._publish_persona,
             )
             self._refresher_task = asyncio.ensure_future(self.refresher.run())
@@ -438,8 +439,7 @@ class StreamRuntime:
                 continue
             if out.state is not None:
                 last_state[out.user_id] = out.state
-            if out.prototype_id is not None:
-                protos.add(out.prototype_id)
+            protos.update(out.touched)
         msgs = [
             (PERSONAS, uid.encode(), encode_value(svc.persona_state(st)))
             for uid, st in last_state.items()
@@ -535,6 +535,7 @@ class StreamRuntime:
             await self.dead_letter(
                 _invalid(rec, "processing_error", f"{type(exc).__name__}: {exc}")
             )
+            await self.publisher.flush()  # in the DLQ before the offset commits
             return None
         if result is None:
             self.counters["requests_repeated"] += 1
@@ -544,13 +545,16 @@ class StreamRuntime:
             await self.publisher.flush()
             return None
         clock.lap("serve")
-        await self.publisher.send(REWARDS, req.user_id.encode(), encode_value(result))
-        await self.publisher.flush()
+        try:
+            await self.publisher.send(REWARDS, req.user_id.encode(), encode_value(result))
+            await self.publisher.flush()
+        except BaseException:
+            svc.release(req.request_id)  # not delivered: the redelivered request is answered
+            raise
         clock.lap("publish")
-        # answered: refuse the id from now on; the ledger write (a flush) runs in its own
-        # thread so the next request does not wait for it (a crash in between can at
-        # worst answer a re-sent request twice, as before)
-        svc.note_answered(req.request_id)
+        # answered (serve reserved the id, so it is refused from now on); the ledger
+        # write (a flush) runs in its own thread so the next request does not wait for
+        # it (a crash in between can at worst answer a re-sent request twice)
         mark = loop.run_in_executor(self.ledger_pool, svc.mark_answered, req.request_id)
         self._marks.add(mark)
         mark.add_done_callback(self._mark_done)

@@ -159,7 +159,10 @@ class ServedChains(BaseModel):
     """The served request's conversation as text (:func:`reward.prompts.format_query`)."""
     chains: list[ServedChain] = Field(default_factory=list)
     missing: str | None = None
-    """Why ``chains`` is empty: ``deadline``, ``generative_disabled`` or ``not_requested``."""
+    """Why ``chains`` is empty.
+
+    ``deadline``, ``generative_disabled``, ``generation_failed`` or ``not_requested``.
+    """
 
 
 class ServedChainLog(_BoundedJsonLog):

@@ -25,11 +25,11 @@ Per event, in order:
 Answer-once (rewards)
 ---------------------
 :meth:`PgenrmService.serve` skips a ``request_id`` whose ledger key
-``req:<request_id>`` exists, or that was noted answered and is still being
-written (counted as ``requests_repeated``). The key is marked after the
-result is handed back (the agent notes it at once after publishing and writes
-the ledger in its own thread, off the next request's path), so a crash can at
-worst answer a request twice, never zero times.
+``req <request_id>`` exists (:func:`request_key`), or that is reserved: being
+answered, or answered and still being written (counted as
+``requests_repeated``). The key is written after the result is published (in
+the agent's own thread, off the next request's path), so a crash can at worst
+answer a request twice, never zero times.
 
 Modes and signals
 -----------------
@@ -59,7 +59,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -125,24 +125,32 @@ class ApplyOutcome:
     reward_mode: str | None = None
     state: UserState | None = None
     """The user's state right after this event (applied events only)."""
+    touched: list[int] = field(default_factory=list)
+    """Prototypes whose statistics this event changed: the one the user joined,
+    the one they left, the one whose served reward it scored."""
+
+
+# Feedback event ids are ledger keys as they are; ids (infra.contracts.Id) hold no
+# space, so the space in these keys keeps the namespaces apart: a feedback event
+# with id "req:r1" neither blocks nor is blocked by request r1.
 
 
 def request_key(request_id: str) -> str:
     """Ledger key of an answered reward request.
 
     >>> request_key("r1")
-    'req:r1'
+    'req r1'
     """
-    return f"req:{request_id}"
+    return f"req {request_id}"
 
 
 def profile_key(event_id: str) -> str:
     """Ledger key of an applied :class:`~infra.contracts.UserProfile` event.
 
     >>> profile_key("p1")
-    'profile:p1'
+    'profile p1'
     """
-    return f"profile:{event_id}"
+    return f"profile {event_id}"
 
 
 def feedback_texts(events: Sequence[FeedbackEvent]) -> list[str]:
@@ -220,6 +228,8 @@ class PgenrmService:
         self._scorer: Any = None
         self.generative = backend is not None or self.config.load_backend
         """Whether chains may run (``config.load_backend`` or a backend was given)."""
+        self.generative_off: str | None = None
+        """Why chains were switched off (the backend failed to load), for the notes."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.served = ServedLog(
             settings.data_dir / "served.sqlite", max_rows=self.config.served_max_rows
@@ -417,6 +427,10 @@ class PgenrmService:
         (:meth:`embed_feedback`, the stream embeds the next batch while this one
         is applied); the texts of new events it lacks are embedded here, in one
         embedder call.
+        A batch that raises leaves no in-memory effect behind (prototype
+        statistics are recounted from the stored users, the clusterer and the
+        combination reload their checkpoints), so retrying its events one by
+        one applies each of them once.
         ``on_applied(outcomes)`` is called (in this thread, under the write
         lock) as soon as the users and prototypes are written to the store,
         before the flush and the checkpoint make them durable: the stream
@@ -427,7 +441,35 @@ class PgenrmService:
         if not events:
             return []
         with self._write_lock:
-            return self._apply_locked(events, positions, on_applied, vectors)
+            tally = _Tally()
+            try:
+                outcomes = self._apply_locked(events, positions, on_applied, vectors, tally)
+            except BaseException:
+                if (self.settings.data_dir / INFLIGHT).exists():
+                    self._roll_back_batch()
+                raise
+            tally.commit(self)
+            return outcomes
+
+    def _roll_back_batch(self) -> None:
+        """Undo the in-memory effects of a batch that failed part way.
+
+        What the store holds is the truth: the users written (a failure after
+        their write leaves them applied, and the offset guard then classes the
+        retry as a replay), the prototypes recounted from them. The clusterer
+        and the combination go back to their last checkpoints, as after a crash.
+        """
+        log.warning("feedback batch failed; recounting prototypes from the stored users")
+        users = self.stores.users
+        if isinstance(users, CachedUserStore):
+            users.forget()
+        self.assigner.restore()
+        self.assigner.recount(users)
+        self.stores.flush()
+        with self._combine_lock:
+            self.scaler, self.blender = _load_combine(self._combine_path)
+        (self.settings.data_dir / INFLIGHT).unlink(missing_ok=True)
+        self.counters["feedback_batches_rolled_back"] += 1
 
     def embed_feedback(self, events: Sequence[FeedbackEvent]) -> TextVectors:
         """The vectors :meth:`apply_feedback` needs for ``events`` (touches no state).
@@ -440,8 +482,9 @@ class PgenrmService:
         self,
         events: Sequence[FeedbackEvent],
         positions: Sequence[tuple[int, int]] | None,
-        on_applied: Callable[[list[ApplyOutcome]], None] | None = None,
-        vectors: TextVectors | None = None,
+        on_applied: Callable[[list[ApplyOutcome]], None] | None,
+        vectors: TextVectors | None,
+        tally: _Tally,
     ) -> list[ApplyOutcome]:
         from prototypes.user_update import apply_feedback, search_vector
 
@@ -510,16 +553,18 @@ class PgenrmService:
                     prev = st.offsets.get(out.partition, -1)
                     update["offsets"] = {**st.offsets, out.partition: max(prev, out.offset)}
                 vector = search_vector(st)
+                left = st.prototype_id
                 # the assigner records the assignment (prototype_id, contribution) on st
                 self.assigner.assign(st, vector, e_query)
                 st = st.model_copy(update=update)
                 states[ev.user_id] = st
                 changed[ev.user_id] = vector
                 out.prototype_id = st.prototype_id
+                out.touched = [p for p in (st.prototype_id, left) if p is not None]
                 out.history_size = st.history_size
                 out.state = st
                 if ev.request_id:
-                    self._record_outcome(ev, out)
+                    self._record_outcome(ev, out, tally)
         if fresh and self.metarm_online is not None:  # saved before the users (see its doc)
             self.metarm_online.apply([events[i] for i in fresh], states, self.served)
         # users first (with their offsets), then ledger, prototypes, flush, clusterer:
@@ -544,37 +589,32 @@ class PgenrmService:
             marker.unlink(missing_ok=True)
         clock.lap("checkpoint")
         self.last_apply_ms = clock.ms
-        c = Counter(o.status for o in outcomes)
-        self.counters.update({f"feedback_{k}": v for k, v in c.items()})
+        tally.counters.update(f"feedback_{o.status}" for o in outcomes)
         return outcomes
 
-    def _record_outcome(self, ev: FeedbackEvent, out: ApplyOutcome) -> None:
+    def _record_outcome(self, ev: FeedbackEvent, out: ApplyOutcome, tally: _Tally) -> None:
         """Score the served reward ``ev.request_id`` against the user's choice."""
         assert ev.request_id is not None
         served = self.served.get(ev.request_id)
         if served is None or served.user_id != ev.user_id:
-            self.counters["outcomes_unknown_request"] += 1
+            tally.counters["outcomes_unknown_request"] += 1
             return
         ci, ri = served.index_of(ev.chosen), served.index_of(ev.rejected)
         if ci is None or ri is None or ci == ri:
-            self.counters["outcomes_unmatched"] += 1
+            tally.counters["outcomes_unmatched"] += 1
             return
         outcome = _judge(served.final, ci, ri)
         out.reward_outcome = outcome
         out.reward_mode = served.mode
-        self.counters[f"outcomes_{outcome}"] += 1
+        tally.counters[f"outcomes_{outcome}"] += 1
         for sig, vals in served.components.items():
-            self.signal_outcomes[f"{sig}:{_judge(vals, ci, ri)}"] += 1
+            tally.signal_outcomes[f"{sig}:{_judge(vals, ci, ri)}"] += 1
         if served.prototype_id is not None and outcome != "tie":
             self.assigner.record_outcome(served.prototype_id, outcome == "correct")
+            out.touched.append(served.prototype_id)
         with self._combine_lock:
             self.blender.learn(served.components, self.scaler, ci, ri)
-        try:
-            from infra.metrics import observe_outcome
-
-            observe_outcome(served.mode, outcome)
-        except ImportError:  # pragma: no cover
-            pass
+        tally.metrics.append((served.mode, outcome))
 
     def set_persona(
         self,
@@ -704,17 +744,35 @@ class PgenrmService:
 
         The served reward is logged so later feedback can score it. With
         ``mark=False`` the caller marks the id after publishing
-        (:meth:`note_answered` at once, :meth:`mark_answered` when convenient).
-        The check takes no lock (like :meth:`score`'s reads), so a request
-        never waits for a feedback batch or a ledger flush.
+        (:meth:`mark_answered` when convenient, or :meth:`release` when the
+        answer could not be published). The id is reserved before scoring, so
+        the same id arriving twice at once (a client's retry, HTTP and Kafka)
+        is answered once. The check takes no lock beyond that reservation
+        (like :meth:`score`'s reads), so a request never waits for a feedback
+        batch or a ledger flush.
         """
-        key = request_key(request.request_id)
+        rid = request.request_id
         with self._answering_lock:
-            pending = request.request_id in self._answering
-        repeated = pending or bool(self.stores.ledger.seen([key]))
+            repeated = rid in self._answering
+            if not repeated:
+                self._answering.add(rid)
+        if not repeated and self.stores.ledger.seen([request_key(rid)]):
+            self.release(rid)
+            repeated = True
         if repeated:
             self.counters["requests_repeated"] += 1
             return None
+        try:
+            result = self._serve_reserved(request)
+        except BaseException:
+            self.release(rid)
+            raise
+        if mark:
+            self.mark_answered(rid)
+        self.counters["requests_answered"] += 1
+        return result
+
+    def _serve_reserved(self, request: RewardRequest) -> RewardResult:
         scored: list[tuple[str, ScoreResult]] = []
         result = self.score(request, chains_out=scored)
         self.served.put(
@@ -731,20 +789,12 @@ class PgenrmService:
         )
         if self.metarm_online is not None:
             self.metarm_online.record_served(request, result, scored)
-        if mark:
-            self.mark_answered(request.request_id)
-        self.counters["requests_answered"] += 1
         return result
 
-    def note_answered(self, request_id: str) -> None:
-        """Count ``request_id`` as answered now; its durable mark may follow later.
-
-        Lets the stream publish a result, note it (cheap) and write the ledger
-        (:meth:`mark_answered`, a flush) off the request path: a repeated id
-        is refused in between all the same.
-        """
+    def release(self, request_id: str) -> None:
+        """Drop the reservation of an id that was not answered (it may be served again)."""
         with self._answering_lock:
-            self._answering.add(request_id)
+            self._answering.discard(request_id)
 
     def mark_answered(self, request_id: str) -> None:
         """Write ``request_id`` to the ledger durably (answer-once across restarts)."""
@@ -871,16 +921,18 @@ class PgenrmService:
         model_ms = 0.0
         degraded = False
         if reqs and not self.generative:
-            notes.append("generative backend disabled: prior only")
+            why = f" ({self.generative_off})" if self.generative_off else ""
+            notes.append(f"generative backend disabled{why}: prior only")
             reqs, own, nbrs = [], False, []
         if reqs:
-            results, model_ms, degraded = self._generate(reqs, deadline_ms, t0)
+            results, model_ms, fallback = self._generate(reqs, deadline_ms, t0)
             clock.lap("model")
             if chains_out is not None and results is not None:
                 srcs = ["individual"] * int(own) + ["prototype"] * len(nbrs)
                 chains_out.extend(zip(srcs, results, strict=True))
-            if degraded:
-                notes.append("deadline: answered with the prior only")
+            if fallback is not None:
+                degraded = True
+                notes.append(f"{fallback}: answered with the prior only")
         cand = aside.result()
         if personal:
             assert state is not None
@@ -1059,8 +1111,12 @@ class PgenrmService:
 
     def _generate(
         self, reqs: list[ScoreRequest], deadline_ms: int | None, t0: float
-    ) -> tuple[list[ScoreResult] | None, float, bool]:
-        """Run the chains in the generation thread; give up at the deadline."""
+    ) -> tuple[list[ScoreResult] | None, float, str | None]:
+        """Run the chains in the generation thread; give up at the deadline.
+
+        Returns the results, the model time and, when there are no results,
+        why (the request is then answered from the prior, marked degraded).
+        """
         chains = sum(r.samples for r in reqs)
         remaining_s: float | None = None
         if deadline_ms is not None:
@@ -1068,8 +1124,16 @@ class PgenrmService:
             estimate = (self._ms_per_chain or 0.0) * chains / 1000.0
             if remaining_s <= 0 or estimate > remaining_s:
                 self.counters["deadline_skipped"] += 1
-                return None, 0.0, True
-        scorer = self.scorer  # load the backend outside the deadline clock's wait
+                if self._ms_per_chain is not None:
+                    # the estimate is only re-measured by a run: let it decay so one
+                    # slow run (a cold start) cannot skip every later request forever
+                    self._ms_per_chain *= SKIP_DECAY
+                return None, 0.0, "deadline"
+        try:
+            scorer = self.scorer  # load the backend outside the deadline clock's wait
+        except Exception as exc:
+            self.backend_failed(exc)
+            return None, 0.0, "generative backend unavailable"
 
         def run() -> tuple[list[ScoreResult], float]:
             g0 = time.perf_counter()
@@ -1081,11 +1145,31 @@ class PgenrmService:
             res, ms = fut.result(timeout=remaining_s)
         except cf.TimeoutError:
             self.counters["deadline_abandoned"] += 1
-            return None, 0.0, True
+            if not fut.cancel():  # already running: its time still measures the model
+                fut.add_done_callback(lambda f: self._measured(f, chains))
+            return None, 0.0, "deadline"
+        except Exception as exc:
+            self.counters["generation_errors"] += 1
+            log.exception("chain generation failed: %s", exc)
+            return None, 0.0, f"generation failed ({type(exc).__name__})"
+        self._note_chain_ms(ms, chains)
+        return res, ms, None
+
+    def _measured(self, fut: cf.Future[tuple[list[ScoreResult], float]], chains: int) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._note_chain_ms(fut.result()[1], chains)
+
+    def _note_chain_ms(self, ms: float, chains: int) -> None:
         per = ms / max(chains, 1)
         old = self._ms_per_chain
         self._ms_per_chain = per if old is None else 0.8 * old + 0.2 * per
-        return res, ms, False
+
+    def backend_failed(self, exc: Exception) -> None:
+        """The backend cannot load: serve prior-only from now on and say why."""
+        log.error("generative backend unavailable, rewards are prior-only: %s", exc)
+        self.counters["backend_unavailable"] += 1
+        self.generative = False
+        self.generative_off = f"{type(exc).__name__}: {exc}"
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
@@ -1113,6 +1197,9 @@ class PgenrmService:
         self.close()
 
 
+SKIP_DECAY = 0.9
+"""Factor on the per-chain time estimate at each deadline skip (a skip measures nothing)."""
+
 ASIDE_THREADS = 2
 """Threads embedding requests' candidates beside generation (requests served at once)."""
 
@@ -1125,6 +1212,28 @@ def _judge(scores: Sequence[float], chosen: int, rejected: int) -> Outcome:
     """
     a, b = scores[chosen], scores[rejected]
     return "tie" if a == b else ("correct" if a > b else "incorrect")
+
+
+@dataclass
+class _Tally:
+    """What a feedback batch adds to the service's counters, added once it succeeded."""
+
+    counters: Counter[str] = field(default_factory=Counter)
+    signal_outcomes: Counter[str] = field(default_factory=Counter)
+    metrics: list[tuple[str, Outcome]] = field(default_factory=list)
+    """``(mode, outcome)`` per revealed outcome, for the Prometheus counter."""
+
+    def commit(self, svc: PgenrmService) -> None:
+        svc.counters.update(self.counters)
+        svc.signal_outcomes.update(self.signal_outcomes)
+        if not self.metrics:
+            return
+        try:
+            from infra.metrics import observe_outcome
+        except ImportError:  # pragma: no cover
+            return
+        for mode, outcome in self.metrics:
+            observe_outcome(mode, outcome)
 
 
 def _load_combine(path: Path) -> tuple[SignalScaler, Blender]:

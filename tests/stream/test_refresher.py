@@ -32,6 +32,26 @@ def test_debounce_coalesces_a_burst_into_one_refresh() -> None:
     assert calls == ["u1"]
 
 
+def test_steady_offers_postpone_a_refresh_no_longer_than_max_wait() -> None:
+    calls: list[float] = []
+
+    async def main() -> None:
+        r = PersonaRefresher(
+            lambda u: calls.append(time.monotonic()), debounce_s=0.2, max_wait_s=0.5
+        )
+        task = asyncio.ensure_future(r.run())
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.2:  # an offer every 50 ms: never quiet for 200 ms
+            r.offer("busy")
+            await asyncio.sleep(0.05)
+        task.cancel()
+        calls[:] = [t - t0 for t in calls]
+
+    asyncio.run(main())
+    assert calls  # without max_wait_s: none at all
+    assert calls[0] >= 0.45  # and not before max_wait_s
+
+
 def test_full_queue_drops_oldest_and_offer_never_blocks() -> None:
     gate = threading.Event()
     calls: list[str] = []

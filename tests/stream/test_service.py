@@ -271,19 +271,62 @@ def test_answer_once_and_outcome_recorded_per_prototype(service: PgenrmService) 
     assert service.counters["outcomes_unknown_request"] == 1
 
 
-def test_a_noted_request_is_refused_before_and_after_its_ledger_write(
+def test_a_failed_batch_retried_event_by_event_counts_each_event_once(
+    service: PgenrmService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service.apply_feedback([fb("s0", "sam")], [(0, 0)])
+    req = request("r-1", "sam")
+    assert service.serve(req) is not None
+    real_get = service.served.get
+
+    def get(request_id: str) -> Any:
+        if request_id == "corrupt":
+            raise RuntimeError("unreadable served row")
+        return real_get(request_id)
+
+    monkeypatch.setattr(service.served, "get", get)
+    batch = [
+        fb("s1", "sam", chosen=req.candidates[1], rejected=req.candidates[0], request_id="r-1"),
+        fb("t0", "tom", query="Which laptop should I buy?"),
+        fb("u0", "uma", request_id="corrupt"),
+    ]
+    with pytest.raises(RuntimeError):
+        service.apply_feedback(batch, [(0, 1), (0, 2), (0, 3)])
+    failed = []
+    for i, ev in enumerate(batch):  # what the stream does after a failed batch
+        try:
+            service.apply_feedback([ev], [(0, 1 + i)])
+        except RuntimeError:
+            failed.append(ev.event_id)
+    assert failed == ["u0"]
+    users = {s.user_id: s for s, _ in service.stores.users.scan()}
+    assert set(users) == {"sam", "tom"}
+    protos = service.prototypes()
+    assert sum(p.size for p in protos) == 2
+    for p in protos:
+        assert p.size == sum(1 for s in users.values() if s.prototype_id == p.prototype_id)
+    assert sum(p.outcomes for p in protos) == 1
+    assert service.counters["outcomes_correct"] + service.counters["outcomes_incorrect"] == 1
+    assert service.counters["feedback_applied"] == 3  # s0, s1, t0
+    assert service.blender.updates == 1
+    assert service.counters["feedback_batches_rolled_back"] == 2
+
+
+def test_a_served_request_is_refused_before_and_after_its_ledger_write(
     svc_settings: Settings, embedder: Any, stream_config: StreamConfig
 ) -> None:
     with PgenrmService.open(svc_settings, embedder=embedder, config=stream_config) as svc:
         req = request("n-1", "nora")
         assert svc.serve(req, mark=False) is not None
-        assert svc.serve(req, mark=False) is not None  # neither noted nor marked: answered again
-        svc.note_answered("n-1")  # the stream notes it right after publishing
-        assert svc.serve(req, mark=False) is None
-        assert not svc.stores.ledger.seen([request_key("n-1")])  # not written yet
+        assert svc.serve(req, mark=False) is None  # reserved, not written yet
+        assert not svc.stores.ledger.seen([request_key("n-1")])
         svc.mark_answered("n-1")  # the ledger write, off the request path
         assert svc.serve(req, mark=False) is None
         assert svc.counters["requests_repeated"] == 2
+        other = request("n-2", "nora")
+        assert svc.serve(other, mark=False) is not None
+        svc.release("n-2")  # its answer could not be published
+        assert svc.serve(other, mark=False) is not None
     with PgenrmService.open(svc_settings, embedder=embedder, config=stream_config) as again:
         assert again.serve(request("n-1", "nora")) is None  # durable across a restart
 
@@ -300,6 +343,177 @@ def test_deadline_without_time_for_generation_answers_prior_only(
         assert any("deadline" in n for n in res.explanation.notes)
         assert service.counters["deadline_skipped"] == 1
         assert service._backend is None  # the model was never loaded for it
+
+
+def test_a_feedback_id_shaped_like_a_request_key_blocks_no_request(
+    service: PgenrmService,
+) -> None:
+    odd = [fb("req:r-x", "ida"), fb("profile:p-x", "ida"), fb("req", "ida")]
+    assert [o.status for o in service.apply_feedback(odd)] == ["applied"] * 3
+    assert service.serve(request("r-x", "ida")) is not None
+    assert service.serve(request(odd[0].event_id, "ida")) is not None
+    assert service.serve(request("r-x", "ida")) is None
+    again = service.apply_feedback([fb("req:r-x", "ida")])
+    assert again[0].status == "duplicate"  # feedback ids still de-duplicate among themselves
+
+
+def test_the_same_request_arriving_twice_at_once_is_answered_once(
+    service: PgenrmService,
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    service.apply_feedback([fb("p0", "pia")])
+    req = request("twice", "pia")
+    start = threading.Barrier(4)
+
+    def serve() -> RewardResult | None:
+        start.wait()
+        return service.serve(req)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: serve(), range(4)))
+    assert sum(a is not None for a in answers) == 1
+    assert service.counters["requests_repeated"] == 3
+    assert service.counters["requests_answered"] == 1
+
+
+def test_a_backend_that_cannot_load_answers_prior_only_and_says_why(
+    svc_settings: Settings, embedder: Any
+) -> None:
+    models = svc_settings.models.model_copy(update={"backend": "openai"})  # no base URL
+    settings = svc_settings.model_copy(update={"models": models})
+    cfg = StreamConfig(persona_refresh=False, load_backend=True)
+    with PgenrmService.open(settings, embedder=embedder, config=cfg) as service:
+        service.apply_feedback([fb("b0", "bea")])
+        first = service.score(request("b-1", "bea"))
+        assert first.degraded and set(first.components) == {"prior"}
+        assert "generative backend unavailable: answered with the prior only" in (
+            first.explanation.notes
+        )
+        assert service.generative is False and service.counters["backend_unavailable"] == 1
+        later = service.score(request("b-2", "bea"))  # no second load attempt
+        assert service.counters["backend_unavailable"] == 1
+        assert any(
+            n.startswith("generative backend disabled (BackendError")
+            for n in later.explanation.notes
+        )
+
+
+def test_a_generation_error_answers_prior_only_and_is_counted(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    from tests.api.conftest import ScriptedBackend
+
+    class FailingBackend(ScriptedBackend):
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("CUDA error: device-side assert")
+
+    with PgenrmService.open(
+        svc_settings, embedder=embedder, backend=FailingBackend(), config=stream_config
+    ) as service:
+        service.apply_feedback([fb("f0", "fay")])
+        res = service.serve(request("f-1", "fay"))
+        assert res is not None and res.degraded and set(res.components) == {"prior"}
+        assert "generation failed (RuntimeError): answered with the prior only" in (
+            res.explanation.notes
+        )
+        assert service.counters["generation_errors"] == 1
+        assert service.generative  # a failed generation does not switch chains off
+
+
+def test_chains_abandoned_at_the_deadline_do_not_run_later(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    import threading
+
+    from stream.gen_queue import PERSONA
+    from tests.api.conftest import ScriptedBackend
+
+    backend = ScriptedBackend()
+    with PgenrmService.open(
+        svc_settings, embedder=embedder, backend=backend, config=stream_config
+    ) as service:
+        service.apply_feedback([fb("c0", "cy")])
+        gate = threading.Event()
+        busy = service._gen.submit(PERSONA, gate.wait, 30)  # the generation thread is busy
+        late = service.score(request("c-1", "cy", deadline_ms=300))
+        assert late.degraded and service.counters["deadline_abandoned"] == 1
+        gate.set()
+        busy.result(timeout=30)
+        service._gen.submit(PERSONA, lambda: None).result(timeout=30)  # the queue drained
+        assert backend.calls == 0  # the abandoned chains were cancelled, not run
+        on_time = service.score(request("c-2", "cy", deadline_ms=30_000))
+        assert not on_time.degraded and backend.calls > 0
+
+
+def test_a_slow_run_does_not_make_every_later_deadline_skip(
+    svc_settings: Settings, embedder: Any, stream_config: StreamConfig
+) -> None:
+    from tests.api.conftest import ScriptedBackend
+
+    backend = ScriptedBackend()
+    with PgenrmService.open(
+        svc_settings, embedder=embedder, backend=backend, config=stream_config
+    ) as service:
+        service.apply_feedback([fb("w0", "wu")])
+        service._ms_per_chain = 10_000.0  # one cold, slow run measured earlier
+        results = [service.score(request(f"w-{i}", "wu", deadline_ms=2_000)) for i in range(60)]
+        skipped = service.counters["deadline_skipped"]
+        assert 0 < skipped < 60
+        assert all(r.degraded for r in results[:skipped])
+        assert not results[skipped].degraded and backend.calls > 0
+        assert service._ms_per_chain < 100.0  # re-measured from the run
+
+
+def test_feedback_publishes_every_prototype_it_changed(service: PgenrmService) -> None:
+    from infra.topics import PROTOTYPES
+    from stream.runtime import StreamRuntime
+
+    code = dict(
+        query="How do I fix a segfault in my C program?",
+        chosen="Run it under gdb and check the backtrace.",
+        rejected="Computers are complicated; maybe restart.",
+    )
+    cook = dict(
+        query="What should I cook for a vegan dinner party?",
+        chosen="A chickpea curry with rice and a mango salad.",
+        rejected="Steak is always a crowd pleaser.",
+    )
+    outs = service.apply_feedback(
+        [fb(f"a{i}", f"coder{i}", **code) for i in range(3)]
+        + [fb(f"b{i}", f"cook{i}", **cook) for i in range(3)]
+    )
+    coders, cooks = {o.prototype_id for o in outs[:3]}, {o.prototype_id for o in outs[3:]}
+    assert len(coders) == len(cooks) == 1 and coders != cooks
+    req = RewardRequest(
+        request_id="served-by-cooks",
+        user_id="newbie",
+        context=[ChatMessage(role="user", content=cook["query"])],
+        candidates=["Lentil stew with bread.", "Grilled ribs."],
+    )
+    served = service.serve(req)
+    assert served is not None and served.mode == "cold_start" and {served.prototype_id} == cooks
+    before = service.stores.prototypes.get(served.prototype_id)
+    out = service.apply_feedback(
+        [
+            fb(
+                "n0",
+                "newbie",
+                query=code["query"],
+                chosen=req.candidates[0],
+                rejected=req.candidates[1],
+                request_id=req.request_id,
+            )
+        ]
+    )[0]
+    assert out.prototype_id != served.prototype_id  # the newbie joined another prototype
+    assert set(out.touched) == {out.prototype_id, served.prototype_id}
+    after = service.stores.prototypes.get(served.prototype_id)
+    assert before is not None and after is not None and after.outcomes == before.outcomes + 1
+    msgs = StreamRuntime._state_messages(service, [out])
+    published = {int(k) for t, k, _ in msgs if t == PROTOTYPES}
+    assert published == {out.prototype_id, served.prototype_id}
 
 
 def test_state_messages(service: PgenrmService) -> None:
