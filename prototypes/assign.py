@@ -68,6 +68,8 @@ class PrototypeAssigner:
     ) -> None:
         self.store = store
         self.clusterer = clusterer
+        self._pristine = clusterer.dumps()
+        """The clusterer as given: what :meth:`restore` returns to without a checkpoint."""
         self.checkpoint_path = checkpoint_path
         self.write_through = write_through
         self._protos: dict[int, Prototype] = {p.prototype_id: p for p in store.all()}
@@ -191,7 +193,10 @@ class PrototypeAssigner:
             if not p.refined:
                 p.z = list(p.centroid)
             p.version += 1
-            self._sums[pid] = _Sums.of(p)
+            # exact sums: _Sums.of would assume every member has a query
+            self._sums[pid] = _Sums(
+                np.sum(vs, axis=0) if vs else None, np.sum(qs, axis=0) if qs else None, len(qs)
+            )
             self._dirty.add(pid)
         self.persist()
         return sorted(self._protos.values(), key=lambda p: p.prototype_id)
@@ -220,6 +225,8 @@ class PrototypeAssigner:
         self._sums.clear()
         self._dirty.clear()
         if self.checkpoint_path is None or not Path(self.checkpoint_path).exists():
+            # nothing saved yet: undo whatever was learned since construction
+            self.clusterer = OnlineClusterer.loads(self._pristine)
             return False
         self.clusterer = OnlineClusterer.loads(Path(self.checkpoint_path).read_bytes())
         return True

@@ -318,10 +318,14 @@ class PgenrmService:
         )
 
     def reload_prototypes(self) -> None:
-        """Pick up what ``pgenrm prototypes rebuild`` wrote: prototypes, clusterer, refiner."""
-        self.assigner.restore()
-        self.refiner = _load_refiner(self.settings, self.embedder)
-        self.forget_users()
+        """Pick up what ``pgenrm prototypes rebuild`` wrote: prototypes, clusterer, refiner.
+
+        Under the write lock, so no feedback batch moves users between old and new prototypes.
+        """
+        with self._write_lock:
+            self.assigner.restore()
+            self.refiner = _load_refiner(self.settings, self.embedder)
+            self.forget_users()
 
     def forget_users(self) -> None:
         """Drop the cached user states (ownership changed, or another process wrote users).

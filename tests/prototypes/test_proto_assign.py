@@ -96,3 +96,33 @@ def test_outcomes_checkpoint_restore_and_state(stores: Stores, tmp_path: Path) -
     assert msg.online_accuracy == 0.5 and msg.size == 1
     assert abs(float(np.linalg.norm(msg.centroid)) - 1) < 1e-9
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_restore_without_a_checkpoint_forgets_what_was_learned(
+    stores: Stores, tmp_path: Path
+) -> None:
+    a = make(stores, tmp_path / "never-written.pkl")
+    for i in range(5):
+        v = unit(np.eye(DIM)[i % 3] + 0.01 * i)
+        a.assign(UserState(user_id=f"u{i}", version=1), v, v)
+    assert a.clusterer.n_learned == 5
+    assert a.restore() is False
+    assert a.clusterer.n_learned == 0 and a.clusterer.n_seeded == 0
+
+
+def test_recount_keeps_the_query_count_of_members_without_a_query(stores: Stores) -> None:
+    a = make(stores)
+    v = unit(np.ones(DIM))
+    q = unit(np.arange(1, DIM + 1, dtype=float))
+    with_q = UserState(user_id="q", version=1)
+    a.assign(with_q, v, q)
+    without = UserState(user_id="n", version=1)
+    a.assign(without, v, None)  # same prototype, no query
+    for s in (with_q, without):
+        stores.users.put(s, v)
+    a.recount(stores.users)
+    late = UserState(user_id="l", version=1)
+    p = a.assign(late, v, -q)
+    assert p is not None and p.size == 3
+    # the two members with a query: q and -q, whose mean is 0 (not (2q - q) / 3)
+    np.testing.assert_allclose(p.query_centroid, np.zeros(DIM), atol=1e-6)
