@@ -304,9 +304,7 @@ class PgenrmService:
         assigner.restore()
         marker = settings.data_dir / INFLIGHT
         if marker.exists():  # died inside a batch: prototype statistics may lag the users
-            assigner.recount(stores.users)
-            stores.flush()
-            marker.unlink()
+            _recount_prototypes(assigner, stores, marker)
         return cls(
             settings,
             stores=stores,
@@ -468,11 +466,9 @@ class PgenrmService:
         if isinstance(users, CachedUserStore):
             users.forget()
         self.assigner.restore()
-        self.assigner.recount(users)
-        self.stores.flush()
+        _recount_prototypes(self.assigner, self.stores, self.settings.data_dir / INFLIGHT)
         with self._combine_lock:
             self.scaler, self.blender = _load_combine(self._combine_path)
-        (self.settings.data_dir / INFLIGHT).unlink(missing_ok=True)
         self.counters["feedback_batches_rolled_back"] += 1
 
     def embed_feedback(self, events: Sequence[FeedbackEvent]) -> TextVectors:
@@ -1238,6 +1234,16 @@ class _Tally:
             return
         for mode, outcome in self.metrics:
             observe_outcome(mode, outcome)
+
+
+def _recount_prototypes(assigner: Any, stores: Any, marker: Path) -> None:
+    """Bring prototype statistics back in line with the stored users, then clear ``marker``.
+
+    After a crash inside a batch (on open) and after a batch that raised.
+    """
+    assigner.recount(stores.users)
+    stores.flush()
+    marker.unlink(missing_ok=True)
 
 
 def _load_combine(path: Path) -> tuple[SignalScaler, Blender]:

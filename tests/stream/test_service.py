@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +380,16 @@ def test_the_same_request_arriving_twice_at_once_is_answered_once(
     assert service.counters["requests_answered"] == 1
 
 
+@contextmanager
+def scripted_service(
+    settings: Settings, embedder: Any, config: StreamConfig, backend: Any, user: str
+) -> Iterator[PgenrmService]:
+    """A service whose backend is ``backend`` (a ScriptedBackend), ``user`` with one event."""
+    with PgenrmService.open(settings, embedder=embedder, backend=backend, config=config) as svc:
+        svc.apply_feedback([fb(f"{user}-0", user)])
+        yield svc
+
+
 def test_a_backend_that_cannot_load_answers_prior_only_and_says_why(
     svc_settings: Settings, embedder: Any
 ) -> None:
@@ -409,10 +421,9 @@ def test_a_generation_error_answers_prior_only_and_is_counted(
         def generate(self, *args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("CUDA error: device-side assert")
 
-    with PgenrmService.open(
-        svc_settings, embedder=embedder, backend=FailingBackend(), config=stream_config
+    with scripted_service(
+        svc_settings, embedder, stream_config, FailingBackend(), "fay"
     ) as service:
-        service.apply_feedback([fb("f0", "fay")])
         res = service.serve(request("f-1", "fay"))
         assert res is not None and res.degraded and set(res.components) == {"prior"}
         assert "generation failed (RuntimeError): answered with the prior only" in (
@@ -431,10 +442,7 @@ def test_chains_abandoned_at_the_deadline_do_not_run_later(
     from tests.api.conftest import ScriptedBackend
 
     backend = ScriptedBackend()
-    with PgenrmService.open(
-        svc_settings, embedder=embedder, backend=backend, config=stream_config
-    ) as service:
-        service.apply_feedback([fb("c0", "cy")])
+    with scripted_service(svc_settings, embedder, stream_config, backend, "cy") as service:
         gate = threading.Event()
         busy = service._gen.submit(PERSONA, gate.wait, 30)  # the generation thread is busy
         late = service.score(request("c-1", "cy", deadline_ms=300))
@@ -453,10 +461,7 @@ def test_a_slow_run_does_not_make_every_later_deadline_skip(
     from tests.api.conftest import ScriptedBackend
 
     backend = ScriptedBackend()
-    with PgenrmService.open(
-        svc_settings, embedder=embedder, backend=backend, config=stream_config
-    ) as service:
-        service.apply_feedback([fb("w0", "wu")])
+    with scripted_service(svc_settings, embedder, stream_config, backend, "wu") as service:
         service._ms_per_chain = 10_000.0  # one cold, slow run measured earlier
         results = [service.score(request(f"w-{i}", "wu", deadline_ms=2_000)) for i in range(60)]
         skipped = service.counters["deadline_skipped"]
