@@ -32,6 +32,8 @@ MAX_PROTOTYPE_ID = 2**31 - 1
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 RewardMode = Literal["personal", "prototype", "cold_start"]
+DegradedReason = Literal["deadline", "backend_unavailable", "generation_failed"]
+"""Why a reward that wanted evaluation chains was answered from the prior alone."""
 
 
 def utcnow() -> datetime:
@@ -72,8 +74,9 @@ class FeedbackEvent(Contract):
 
     @model_validator(mode="after")
     def _distinct_responses(self) -> FeedbackEvent:
-        if self.chosen == self.rejected:
-            raise ValueError("chosen and rejected are identical")
+        # compared as the outcome matching compares candidates (stream.served.text_hash)
+        if self.chosen.strip() == self.rejected.strip():
+            raise ValueError("chosen and rejected are identical (up to surrounding whitespace)")
         return self
 
 
@@ -186,13 +189,21 @@ class RewardResult(Contract):
     parse_failures: int = Field(default=0, ge=0)
     ties: int = Field(default=0, ge=0)
     degraded: bool = False
-    """True when the deadline forced the prior-only score."""
+    """True when evaluation chains were wanted but the reward fell back to the prior."""
+    degraded_reason: DegradedReason | None = None
+    """Why it fell back; ``None`` when not degraded (or from a producer older than this field)."""
     components: dict[str, list[float]] = Field(default_factory=dict)
     """Per-signal scores before combination (``prior``, ``individual``, ``prototype``)."""
     explanation: Explanation = Field(default_factory=Explanation)
     model_id: str
     latency_ms: float = Field(ge=0)
     created_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _reason_only_when_degraded(self) -> RewardResult:
+        if self.degraded_reason is not None and not self.degraded:
+            raise ValueError("degraded_reason is set but degraded is false")
+        return self
 
 
 class PersonaState(Contract):

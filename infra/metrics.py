@@ -22,12 +22,13 @@ from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from infra.contracts import RewardMode
+from infra.contracts import DegradedReason, RewardMode
 from infra.exceptions import ERROR_REASONS
 from infra.topics import all_topics
 
 KNOWN_TOPICS = frozenset(t.name for t in all_topics(1))
 MODES: tuple[str, ...] = RewardMode.__args__  # type: ignore[attr-defined]
+DEGRADED_REASONS: tuple[str, ...] = DegradedReason.__args__  # type: ignore[attr-defined]
 OUTCOMES = ("correct", "incorrect", "tie")
 Outcome = Literal["correct", "incorrect", "tie"]
 
@@ -67,7 +68,9 @@ REWARD_TIES = Counter(
 )
 REWARDS_DEGRADED = Counter(
     "pgenrm_rewards_degraded",
-    "Reward results that fell back to the prior-only score at the deadline.",
+    "Reward results that fell back to the prior-only score, by why "
+    "(deadline, backend_unavailable, generation_failed; unknown from older producers).",
+    ["reason"],
 )
 REWARD_OUTCOMES = Counter(
     "pgenrm_reward_outcomes",
@@ -122,6 +125,7 @@ def observe_reward(
     parse_failures: int = 0,
     ties: int = 0,
     degraded: bool = False,
+    degraded_reason: str | None = None,
 ) -> None:
     """Record one published reward result."""
     REWARDS.labels(mode=mode_label(mode)).inc()
@@ -131,7 +135,8 @@ def observe_reward(
     if ties:
         REWARD_TIES.inc(ties)
     if degraded:
-        REWARDS_DEGRADED.inc()
+        reason = degraded_reason if degraded_reason in DEGRADED_REASONS else "unknown"
+        REWARDS_DEGRADED.labels(reason=reason).inc()
 
 
 def observe_outcome(mode: str, outcome: Outcome) -> None:

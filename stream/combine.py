@@ -123,7 +123,9 @@ def combine_paper(components: Mapping[str, Sequence[float]], scaler: SignalScale
         if prior is None:
             raise ValueError("no signal to combine")
         return [round(float(x), 6) for x in scaler.scale("prior", prior)]
-    out = np.asarray(sum(sides) / len(sides), dtype=np.float64)
+    # rounded to the published precision first: means that differ only by float
+    # noise ((1.0 + 1.4) / 2 against (1.1 + 1.3) / 2) are a tie for the prior to break
+    out = np.round(np.asarray(sum(sides) / len(sides), dtype=np.float64), 6)
     if prior is not None:
         out = out + tie_break(out, TIE_BREAK * scaler.scale("prior", prior))
     return [round(float(x), 6) for x in out]

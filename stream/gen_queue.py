@@ -40,15 +40,17 @@ class GenerationQueue:
         self._q: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._closed = False
+        self._closing = threading.Lock()  # a submit either lands before the drain or fails
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, priority: int, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
         """Queue ``fn(*args)``; returns its future."""
-        if self._closed:
-            raise RuntimeError("generation queue is shut down")
         fut: cf.Future[Any] = cf.Future()
-        self._q.put((priority, next(self._seq), (fut, fn, args)))
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("generation queue is shut down")
+            self._q.put((priority, next(self._seq), (fut, fn, args)))
         return fut
 
     def pending(self) -> int:
@@ -75,14 +77,15 @@ class GenerationQueue:
         interpreter exits aborts the process ("terminate called without an
         active exception").
         """
-        self._closed = True
-        while True:
-            try:
-                _, _, job = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[0].cancel()
-        self._q.put((-1, -1, None))
+        with self._closing:
+            self._closed = True
+            while True:
+                try:
+                    _, _, job = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+            self._q.put((-1, -1, None))
         if wait_s is not None and self._thread is not threading.current_thread():
             self._thread.join(wait_s)

@@ -58,7 +58,14 @@ from reward.nlhf.metarm import MetaRM, MetaRMExample, label_example
 from reward.nlhf.rows import NlhfRow
 from reward.nlhf.verdict import Verdict, critique_from_chain
 from reward.prompts import format_query
-from stream.served import CHAIN_TEXT_MAX, ServedChain, ServedChainLog, ServedChains, text_hash
+from stream.served import (
+    CHAIN_TEXT_MAX,
+    MissingChains,
+    ServedChain,
+    ServedChainLog,
+    ServedChains,
+    text_hash,
+)
 
 if TYPE_CHECKING:
     from prototypes.protocol import Embedder, UserState
@@ -115,8 +122,13 @@ def served_chains(
     scored: Sequence[tuple[str, ScoreResult]],
     *,
     max_chains: int,
+    generative: bool = True,
 ) -> ServedChains:
-    """What to keep of a served request's chains (own-history chains first, ``max_chains``)."""
+    """What to keep of a served request's chains (own-history chains first, ``max_chains``).
+
+    ``generative`` says whether the service generates chains at all; it names
+    why a request without a fallback reason has none.
+    """
     chains: list[ServedChain] = []
     for source in ("individual", "prototype"):
         for src, res in scored:
@@ -134,15 +146,12 @@ def served_chains(
                     )
                 )
     chains = chains[:max_chains]
-    missing = None
+    missing: MissingChains | None = None
     if not chains:
-        notes = result.explanation.notes
-        if any(n.startswith("deadline") for n in notes):
-            missing = "deadline"
-        elif any(n.startswith("generative backend") for n in notes):
+        if result.degraded_reason is not None:
+            missing = result.degraded_reason
+        elif not generative:
             missing = "generative_disabled"
-        elif any(n.startswith("generation failed") for n in notes):
-            missing = "generation_failed"
         else:
             missing = "not_requested"
     return ServedChains(
@@ -297,9 +306,13 @@ class OnlineMetaRM:
         request: RewardRequest,
         result: RewardResult,
         scored: Sequence[tuple[str, ScoreResult]],
+        *,
+        generative: bool = True,
     ) -> None:
         """Keep the chains of a served request (or why it has none)."""
-        rec = served_chains(request, result, scored, max_chains=self.settings.max_chains)
+        rec = served_chains(
+            request, result, scored, max_chains=self.settings.max_chains, generative=generative
+        )
         self.chains.put(rec)
         self.counters["metarm_chains_kept"] += len(rec.chains)
 

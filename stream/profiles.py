@@ -66,6 +66,12 @@ async def handle_profile(rt: StreamRuntime, rec: Record) -> UserState | None:
         await _reject(rt, as_invalid(exc, rec), "failed")
         return None
     if state is None:
+        # applied before, perhaps by a worker that crashed before its PersonaState was
+        # sent: send the user's state again (compacted, so once more is harmless)
+        current = await loop.run_in_executor(rt.feedback_pool, svc.user, profile.user_id)
+        if rt.config.publish_states and current is not None:
+            msg = encode_value(svc.persona_state(current))
+            await rt.publisher.send(PERSONAS, current.user_id.encode(), msg)
         dup = InvalidEventError(
             "duplicate_id", f"profile event_id {profile.event_id!r} was already applied", rec.topic
         )
@@ -77,6 +83,8 @@ async def handle_profile(rt: StreamRuntime, rec: Record) -> UserState | None:
     await rt.publisher.flush()
     rt.counters["profiles_applied"] += 1
     count_processed(PROFILES)
+    if rt.refresher is not None:  # new stated preferences make a user's persona stale
+        rt.refresher.offer(state.user_id)
     return state
 
 

@@ -393,7 +393,7 @@ class StreamRuntime:
                 await self.dead_letter(
                     _invalid(rec, "duplicate_id", f"event_id {out.event_id!r} was already applied")
                 )
-            elif out.status == "applied" and out.state is not None:
+            elif out.state is not None:  # applied, or a replay whose states may be unsent
                 last_state[out.user_id] = out.state
         count_processed(FEEDBACK, sum(1 for o in outcomes if o.status != "duplicate"))
         clock.lap("apply")
@@ -431,15 +431,21 @@ class StreamRuntime:
     def _state_messages(
         svc: PgenrmService, outcomes: Sequence[ApplyOutcome]
     ) -> list[tuple[str, bytes, bytes]]:
-        """PersonaState of each user's latest applied state, PrototypeState of each touched one."""
+        """PersonaState of each user's latest state, PrototypeState of each touched one.
+
+        A replay (an event written before a crash, its offset not committed)
+        publishes its user's stored state again: the crash may have come before
+        the states were sent, and they are compacted, so once more is harmless.
+        """
         last_state: dict[str, UserState] = {}
         protos: set[int] = set()
         for out in outcomes:
-            if out.status != "applied":
+            if out.status not in ("applied", "replay") or out.state is None:
                 continue
-            if out.state is not None:
-                last_state[out.user_id] = out.state
+            last_state[out.user_id] = out.state
             protos.update(out.touched)
+            if out.status == "replay" and out.state.prototype_id is not None:
+                protos.add(out.state.prototype_id)
         msgs = [
             (PERSONAS, uid.encode(), encode_value(svc.persona_state(st)))
             for uid, st in last_state.items()
@@ -559,7 +565,11 @@ class StreamRuntime:
         self._marks.add(mark)
         mark.add_done_callback(self._mark_done)
         count_processed(REWARD_REQUESTS)
-        LIVE.record_reward(result, source="stream", latency_s=time.perf_counter() - t0)
+        try:
+            LIVE.record_reward(result, source="stream", latency_s=time.perf_counter() - t0)
+        except Exception:  # the dashboard's view; the reward is already published
+            self.counters["live_record_errors"] += 1
+            log.exception("recording reward %s for the dashboard failed", req.request_id)
         self.counters[f"rewards_{result.mode}"] += 1
         self._trace("reward", 1, lag_ms, clock.ms, score_ms)
         return result

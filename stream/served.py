@@ -31,8 +31,15 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from infra.contracts import DegradedReason
+
+MissingChains = Literal[DegradedReason, "generative_disabled", "not_requested"]
+"""Why a served reward kept no chains: it fell back to the prior (a
+:data:`~infra.contracts.DegradedReason`), generation is switched off, or none were asked for."""
 
 
 def text_hash(text: str) -> str:
@@ -82,7 +89,8 @@ class _BoundedJsonLog:
             f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " request_id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
         )
-        self._puts = 0
+        with self._lock:
+            self._trim()  # a smaller max_rows than the last process had
 
     def _put(self, key: str, body: str) -> None:
         with self._lock:
@@ -90,13 +98,15 @@ class _BoundedJsonLog:
                 f"INSERT OR REPLACE INTO {self._table} (request_id, body) VALUES (?, ?)",
                 (key, body),
             )
-            self._puts += 1
-            if self._puts % 512 == 0 or self.max_rows < 512:
-                t = self._table
-                self._db.execute(
-                    f"DELETE FROM {t} WHERE seq <= (SELECT MAX(seq) FROM {t}) - ?",
-                    (self.max_rows,),
-                )
+            self._trim()
+
+    def _trim(self) -> None:
+        # seq is the primary key: finding MAX(seq) and the rows below the cut is an
+        # index walk, so trimming on every put stays cheap
+        t = self._table
+        self._db.execute(
+            f"DELETE FROM {t} WHERE seq <= (SELECT MAX(seq) FROM {t}) - ?", (self.max_rows,)
+        )
 
     def _get(self, key: str) -> str | None:
         with self._lock:
@@ -158,11 +168,8 @@ class ServedChains(BaseModel):
     context: str
     """The served request's conversation as text (:func:`reward.prompts.format_query`)."""
     chains: list[ServedChain] = Field(default_factory=list)
-    missing: str | None = None
-    """Why ``chains`` is empty.
-
-    ``deadline``, ``generative_disabled``, ``generation_failed`` or ``not_requested``.
-    """
+    missing: MissingChains | None = None
+    """Why ``chains`` is empty (``None`` when it is not)."""
 
 
 class ServedChainLog(_BoundedJsonLog):

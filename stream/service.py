@@ -68,6 +68,7 @@ import numpy as np
 from infra.contracts import (
     CandidateScore,
     Criterion,
+    DegradedReason,
     Explanation,
     FeedbackEvent,
     PersonaState,
@@ -124,7 +125,7 @@ class ApplyOutcome:
     """Whether the served reward named by ``request_id`` agreed with this choice."""
     reward_mode: str | None = None
     state: UserState | None = None
-    """The user's state right after this event (applied events only)."""
+    """The user's state right after this event (applied events), or as stored (replays)."""
     touched: list[int] = field(default_factory=list)
     """Prototypes whose statistics this event changed: the one the user joined,
     the one they left, the one whose served reward it scored."""
@@ -508,6 +509,7 @@ class PgenrmService:
                 and st.offsets.get(part, -1) >= off
             ):
                 out.status = "replay"  # checked first: a replay's id may be in the ledger
+                out.state = st  # durable; its states may not have been published before the crash
                 replay_ids.append(ev.event_id)
             elif ev.event_id in seen or ev.event_id in batch_ids:
                 out.status = "duplicate"
@@ -578,7 +580,7 @@ class PgenrmService:
         if fresh:
             self.assigner.persist()
         clock.lap("upsert")
-        if on_applied is not None and fresh:
+        if on_applied is not None and (fresh or replay_ids):
             on_applied(outcomes)
             clock.lap("on_applied")
         if changed or new_ids:
@@ -674,8 +676,9 @@ class PgenrmService:
         with self._write_lock:
             st = self.stores.users.get(user_id) or UserState(user_id=user_id)
             update: dict[str, Any] = {"updated_at": utcnow()}
-            if stated_preferences is not None:
+            if stated_preferences is not None and stated_preferences != st.stated_preferences:
                 update["stated_preferences"] = stated_preferences
+                update["version"] = st.version + 1  # the persona reads them: it is stale now
             if prototype_id is not None:
                 if st.history:
                     raise ProfileRejectedError(
@@ -748,27 +751,31 @@ class PgenrmService:
         answer could not be published). The id is reserved before scoring, so
         the same id arriving twice at once (a client's retry, HTTP and Kafka)
         is answered once. The check takes no lock beyond that reservation
-        (like :meth:`score`'s reads), so a request never waits for a feedback
-        batch or a ledger flush.
+        (like :meth:`score`'s reads); the ledger write of ``mark=True`` takes
+        the write lock, so it waits for a feedback batch being applied (the
+        stream marks with ``mark=False`` and writes off the request path).
         """
         rid = request.request_id
         with self._answering_lock:
             repeated = rid in self._answering
             if not repeated:
                 self._answering.add(rid)
-        if not repeated and self.stores.ledger.seen([request_key(rid)]):
-            self.release(rid)
-            repeated = True
         if repeated:
             self.counters["requests_repeated"] += 1
             return None
         try:
+            if self.stores.ledger.seen([request_key(rid)]):
+                self.release(rid)
+                self.counters["requests_repeated"] += 1
+                return None
             result = self._serve_reserved(request)
+            if mark:
+                self.mark_answered(rid)
         except BaseException:
+            # nothing was handed out: the id may be served again (a ledger that failed
+            # to say or to record whether it was answered must not refuse it forever)
             self.release(rid)
             raise
-        if mark:
-            self.mark_answered(rid)
         self.counters["requests_answered"] += 1
         return result
 
@@ -788,7 +795,7 @@ class PgenrmService:
             )
         )
         if self.metarm_online is not None:
-            self.metarm_online.record_served(request, result, scored)
+            self.metarm_online.record_served(request, result, scored, generative=self.generative)
         return result
 
     def release(self, request_id: str) -> None:
@@ -797,7 +804,11 @@ class PgenrmService:
             self._answering.discard(request_id)
 
     def mark_answered(self, request_id: str) -> None:
-        """Write ``request_id`` to the ledger durably (answer-once across restarts)."""
+        """Write ``request_id`` to the ledger durably (answer-once across restarts).
+
+        When the write fails the id stays reserved: it was handed out, so this
+        process keeps refusing it (only a restart could answer it again).
+        """
         with self._write_lock:
             self.stores.ledger.mark([request_key(request_id)])
             self.stores.ledger.flush()
@@ -919,10 +930,12 @@ class PgenrmService:
         clock.lap("route")
         results: list[ScoreResult] | None = None
         model_ms = 0.0
-        degraded = False
+        degraded_reason: DegradedReason | None = None
         if reqs and not self.generative:
             why = f" ({self.generative_off})" if self.generative_off else ""
             notes.append(f"generative backend disabled{why}: prior only")
+            if self.generative_off:  # it failed; switched off by configuration is not degraded
+                degraded_reason = "backend_unavailable"
             reqs, own, nbrs = [], False, []
         if reqs:
             results, model_ms, fallback = self._generate(reqs, deadline_ms, t0)
@@ -931,8 +944,9 @@ class PgenrmService:
                 srcs = ["individual"] * int(own) + ["prototype"] * len(nbrs)
                 chains_out.extend(zip(srcs, results, strict=True))
             if fallback is not None:
-                degraded = True
-                notes.append(f"{fallback}: answered with the prior only")
+                degraded_reason, detail = fallback
+                notes.append(f"{detail}: answered with the prior only")
+        degraded = degraded_reason is not None
         cand = aside.result()
         if personal:
             assert state is not None
@@ -1009,6 +1023,7 @@ class PgenrmService:
             parse_failures=parse_failures,
             ties=ties,
             degraded=degraded,
+            degraded_reason=degraded_reason,
             components=components,
             explanation=Explanation(
                 persona=persona,
@@ -1111,11 +1126,12 @@ class PgenrmService:
 
     def _generate(
         self, reqs: list[ScoreRequest], deadline_ms: int | None, t0: float
-    ) -> tuple[list[ScoreResult] | None, float, str | None]:
+    ) -> tuple[list[ScoreResult] | None, float, tuple[DegradedReason, str] | None]:
         """Run the chains in the generation thread; give up at the deadline.
 
         Returns the results, the model time and, when there are no results,
-        why (the request is then answered from the prior, marked degraded).
+        why and a note saying so (the request is then answered from the prior,
+        marked degraded).
         """
         chains = sum(r.samples for r in reqs)
         remaining_s: float | None = None
@@ -1128,12 +1144,12 @@ class PgenrmService:
                     # the estimate is only re-measured by a run: let it decay so one
                     # slow run (a cold start) cannot skip every later request forever
                     self._ms_per_chain *= SKIP_DECAY
-                return None, 0.0, "deadline"
+                return None, 0.0, ("deadline", "deadline")
         try:
             scorer = self.scorer  # load the backend outside the deadline clock's wait
         except Exception as exc:
             self.backend_failed(exc)
-            return None, 0.0, "generative backend unavailable"
+            return None, 0.0, ("backend_unavailable", "generative backend unavailable")
 
         def run() -> tuple[list[ScoreResult], float]:
             g0 = time.perf_counter()
@@ -1147,11 +1163,11 @@ class PgenrmService:
             self.counters["deadline_abandoned"] += 1
             if not fut.cancel():  # already running: its time still measures the model
                 fut.add_done_callback(lambda f: self._measured(f, chains))
-            return None, 0.0, "deadline"
+            return None, 0.0, ("deadline", "deadline")
         except Exception as exc:
             self.counters["generation_errors"] += 1
             log.exception("chain generation failed: %s", exc)
-            return None, 0.0, f"generation failed ({type(exc).__name__})"
+            return None, 0.0, ("generation_failed", f"generation failed ({type(exc).__name__})")
         self._note_chain_ms(ms, chains)
         return res, ms, None
 

@@ -90,6 +90,12 @@ def _error_response(body: ErrorBody, headers: Mapping[str, str] | None = None) -
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if bad_json:  # a body that is not JSON at all is undecodable (400), not invalid (422)
+            ctx = bad_json[0].get("ctx") or {}
+            return _error_response(
+                ErrorBody.of(400, "bad_request", f"the body is not JSON: {ctx.get('error', '')}")
+            )
         details = [
             ErrorDetail(
                 loc=[str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
@@ -122,6 +128,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error_response(ErrorBody.of(500, "internal_error", type(exc).__name__))
 
 
+_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """``method``, or ``other`` for a non-standard one (clients choose it: unbounded).
+
+    >>> method_label("GET"), method_label("X1")
+    ('GET', 'other')
+    """
+    return method if method in _METHODS else "other"
+
+
 class _HttpMetrics:
     """ASGI middleware counting requests by route template (bounded labels)."""
 
@@ -144,9 +162,10 @@ class _HttpMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # path_format: "/v1/users/{user_id}", without the ":path" converter
+            template = getattr(route, "path_format", None) or "unmatched"
             am.HTTP_REQUESTS.labels(
-                route=template, method=scope.get("method", ""), status=str(status[0])
+                route=template, method=method_label(scope.get("method", "")), status=str(status[0])
             ).inc()
             am.HTTP_LATENCY.labels(route=template).observe(time.perf_counter() - t0)
 

@@ -62,6 +62,9 @@ class LagProbe:
         Topics to watch (default: the worker's input topics).
     fetch_timeout_s
         How long one measurement polls for Fetch highwaters.
+    rediscover_s
+        How often to look for partitions added since (topics created after the
+        API started, more partitions); while none is found, every measurement looks.
     """
 
     def __init__(
@@ -71,37 +74,49 @@ class LagProbe:
         *,
         topics: Sequence[str] = INPUT_TOPICS,
         fetch_timeout_s: float = 2.0,
+        rediscover_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.group_id = group_id
         self.topics = list(topics)
         self.fetch_timeout_s = fetch_timeout_s
+        self.rediscover_s = rediscover_s
+        self._discovered_at = float("-inf")
         self._consumer: Any = None
         self._admin: Any = None
         self._lock = threading.Lock()
 
     def _clients(self) -> tuple[Any, Any]:
-        from kafka import TopicPartition
-
         from infra.kafka import admin_client, make_consumer
 
         if self._admin is None:
             self._admin = admin_client(self.settings, client_id="pgenrm-lag")
         if self._consumer is None:
-            consumer = make_consumer(
+            self._consumer = make_consumer(
                 self.settings,
                 group_id=None,
                 client_id="pgenrm-lag",
                 enable_auto_commit=False,
                 max_partition_fetch_bytes=65536,
             )
-            tps = []
-            for topic in self.topics:
-                for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                    tps.append(TopicPartition(topic, p))
-            consumer.assign(tps)
-            self._consumer = consumer
+            self._discovered_at = float("-inf")
+        stale = time.monotonic() - self._discovered_at >= self.rediscover_s
+        if stale or not self._consumer.assignment():
+            self._discover(self._consumer)
         return self._admin, self._consumer
+
+    def _discover(self, consumer: Any) -> None:
+        """Assign every partition of ``self.topics`` that the broker's metadata lists."""
+        from kafka import TopicPartition
+
+        tps = {
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in consumer.partitions_for_topic(topic) or ()
+        }
+        if tps != set(consumer.assignment()):
+            consumer.assign(sorted(tps))
+        self._discovered_at = time.monotonic()
 
     def measure(self) -> list[PartitionLag]:
         """One measurement of every partition (also sets ``pgenrm_consumer_lag``)."""

@@ -181,6 +181,7 @@ class LiveStats:
             neighbours_used=result.neighbours_used,
             parse_failures=result.parse_failures,
             degraded=result.degraded,
+            degraded_reason=result.degraded_reason,
             latency_ms=latency * 1000.0,
             source=source,
             persona=result.explanation.persona,

@@ -67,6 +67,10 @@ LAG_PROBE_FAILURES = Counter(
     "pgenrm_lag_probe_failures",
     "Consumer-lag measurements that failed (broker unreachable or timed out).",
 )
+LIVE_RECORD_FAILURES = Counter(
+    "pgenrm_live_record_failures",
+    "Rewards served over HTTP that the dashboard feed failed to record (still answered).",
+)
 
 
 def observe_result(result: RewardResult, *, latency_s: float | None = None) -> None:
@@ -81,6 +85,7 @@ def observe_result(result: RewardResult, *, latency_s: float | None = None) -> N
         parse_failures=result.parse_failures,
         ties=result.ties,
         degraded=result.degraded,
+        degraded_reason=result.degraded_reason,
     )
     mode = im.mode_label(result.mode)
     if result.samples_used:

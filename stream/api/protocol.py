@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from infra.contracts import (
     Criterion,
+    DegradedReason,
     FeedbackEvent,
     RewardMode,
     RewardRequest,
@@ -212,6 +213,7 @@ class LatestReward(BaseModel):
     neighbours_used: int
     parse_failures: int
     degraded: bool
+    degraded_reason: DegradedReason | None = None
     latency_ms: float
     source: str
     """``http`` or ``stream``."""

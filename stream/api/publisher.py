@@ -3,7 +3,10 @@
 Feedback goes to ``pgenrm.feedback.v1`` and profiles to ``pgenrm.profiles.v1``,
 keyed by ``user_id`` (so one user's events stay ordered in one partition)
 through :func:`infra.kafka.produce`. Both wait for the broker's
-acknowledgement, so a 202 means the event is in the log.
+acknowledgement, so a 202 means the event is in the log. A body under
+``api.max_body_bytes`` can still make a record over ``broker.max_message_bytes``
+(defaults such as ``timestamp`` are added); that is the client's to fix (413),
+not a broker outage (503).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from infra.contracts import Contract, FeedbackEvent, UserProfile
-from infra.exceptions import BrokerError
+from infra.exceptions import BrokerError, InvalidEventError
 from infra.topics import FEEDBACK, PROFILES
 from stream.api.protocol import FeedbackAccepted, ProfileAccepted
 
@@ -67,6 +70,8 @@ class KafkaFeedbackPublisher:
         ------
         BrokerError
             The broker is unreachable or did not acknowledge in time.
+        InvalidEventError
+            ``oversize``: the record is larger than the producer's (or broker's) limit.
         """
         return self._publish(self.topic, event, FeedbackAccepted)
 
@@ -87,12 +92,16 @@ class KafkaFeedbackPublisher:
 
     def _send(self, topic: str, event: Contract) -> Any:
         """Produce ``event`` keyed by user and return the broker's record metadata."""
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaError, MessageSizeTooLargeError
 
         from infra.kafka import produce
 
         try:
             return produce(self._get(), topic, event).get(timeout=self.timeout_s)
+        except MessageSizeTooLargeError as exc:  # raised by send() itself, or by the broker
+            kind = type(event).__name__
+            detail = f"{kind} is too large for {topic} ({exc})"
+            raise InvalidEventError("oversize", detail, topic) from exc
         except (KafkaError, OSError) as exc:
             kind = type(event).__name__
             raise BrokerError(f"could not publish {kind} to {topic}: {exc}") from exc

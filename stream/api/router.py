@@ -2,17 +2,23 @@
 
 The serving object lives on ``app.state.serving``; an :class:`ErrorBody` value
 becomes a JSON response with its own status.
+
+Every ``/v1`` route checks, in this order: the bearer token (401), then for a
+body its media type (415, not ``application/json``) and encoding (400, not
+UTF-8; the app answers 400 for UTF-8 that is not JSON), then the schema (422).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
-from stream.api.auth import require_token
+from stream.api.auth import bearer, require_token
 from stream.api.protocol import (
     ErrorBody,
     FeedbackAccepted,
@@ -36,8 +42,51 @@ COMMON: dict[int | str, dict[str, Any]] = {
     400: _err(400, "The body could not be decoded (not UTF-8 JSON)"),
     401: _err(401, "Missing or wrong bearer token"),
     413: _err(413, "Body larger than the configured limit"),
+    415: _err(415, "The body is not application/json"),
     422: _err(422, "The request does not match the schema"),
 }
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or ``application/*+json``, parameters ignored."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def check_body(request: Request) -> None:
+    """415 unless the body is declared JSON, 400 unless it is UTF-8."""
+    body = await request.body()
+    if not body:
+        return  # a missing body is a schema error (422)
+    if not _is_json(request.headers.get("content-type", "")):
+        raise HTTPException(415, "the body must be JSON (Content-Type: application/json)")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, f"the body is not UTF-8: {exc}") from exc
+
+
+class CheckedRoute(APIRoute):
+    """Checks the token, then the body (:func:`check_body`), before FastAPI parses it.
+
+    FastAPI parses and validates the body before it solves dependencies, so a
+    token dependency alone would answer an unauthenticated, malformed request
+    with 422 instead of 401.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        has_body = self.body_field is not None
+
+        async def checked(request: Request) -> Response:
+            require_token(request, await bearer(request))
+            if has_body:
+                await check_body(request)
+            return await handler(request)
+
+        return checked
 
 
 def serving_of(request: Request) -> ApiServing:
@@ -56,7 +105,13 @@ def _respond(value: Any, status: int = 200) -> Any:
     return value
 
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=COMMON)
+# the dependency also puts the bearer scheme in the OpenAPI schema; CheckedRoute checks first
+router = APIRouter(
+    prefix="/v1",
+    dependencies=[Depends(require_token)],
+    responses=COMMON,
+    route_class=CheckedRoute,
+)
 
 
 @router.post(
@@ -106,7 +161,7 @@ def post_profile(body: UserProfile, serving: Serving) -> Any:
 
 
 @router.get(
-    "/users/{user_id}",
+    "/users/{user_id:path}",  # an Id may contain "/"
     response_model=UserSummary,
     tags=["state"],
     summary="History size, persona and prototype of one user",

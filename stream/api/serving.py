@@ -3,7 +3,9 @@
 Every method returns either its response model or an :class:`ErrorBody` value
 (vLLM's pattern): the router maps an ``ErrorBody`` to its HTTP status. Expected
 failures become typed errors here; anything else propagates to the app's
-last-resort handler (a typed 500).
+last-resort handler (a typed, logged 500). A bad request never reaches the
+service: the routers validate bodies and paths against the contracts (422), so
+a ``ValueError`` from the service is an internal error, not the client's.
 
 Examples
 --------
@@ -17,9 +19,10 @@ from __future__ import annotations
 import logging
 
 from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProfile
-from infra.exceptions import BrokerError, PgenrmError
+from infra.exceptions import BrokerError, InvalidEventError, PgenrmError
 from prototypes.exceptions import PrototypeError
 from reward.exceptions import RewardError
+from stream.api import metrics as am
 from stream.api.live import LiveStats
 from stream.api.protocol import (
     ErrorBody,
@@ -39,14 +42,14 @@ log = logging.getLogger(__name__)
 
 def error_from_exception(exc: Exception) -> ErrorBody:
     """The typed error body of an expected failure."""
+    if isinstance(exc, InvalidEventError) and exc.reason == "oversize":
+        return ErrorBody.of(413, "payload_too_large", exc.detail)
     if isinstance(exc, BrokerError):
         return ErrorBody.of(503, "unavailable", f"broker unavailable: {exc}")
     if isinstance(exc, PrototypeError):
         return ErrorBody.of(503, "unavailable", f"store unavailable: {exc}")
     if isinstance(exc, RewardError):
         return ErrorBody.of(503, "backend_error", f"reward backend failed: {exc}")
-    if isinstance(exc, ValueError):
-        return ErrorBody.of(422, "validation_error", str(exc))
     return ErrorBody.of(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
@@ -79,14 +82,18 @@ class ApiServing:
     def reward(self, request: RewardRequest) -> RewardResult | ErrorBody:
         try:
             result = self.service.serve(request)
-        except (PgenrmError, ValueError) as exc:
+        except PgenrmError as exc:
             log.warning("reward %s failed: %s", request.request_id, exc)
             return error_from_exception(exc)
         if result is None:
             return ErrorBody.of(
                 409, "conflict", f"request_id {request.request_id!r} was already answered"
             )
-        self.live.record_reward(result, source="http")
+        try:
+            self.live.record_reward(result, source="http")
+        except Exception:  # the id is marked answered: losing the answer would make a retry 409
+            am.LIVE_RECORD_FAILURES.inc()
+            log.exception("dashboard feed failed to record reward %s", request.request_id)
         return result
 
     def feedback(self, event: FeedbackEvent) -> FeedbackAccepted | ErrorBody:

@@ -198,3 +198,50 @@ def test_start_api_publishes_feedback_and_reports_lag(
     finally:
         api.stop()
     assert api.publisher is None
+
+
+def test_lag_probe_finds_a_topic_created_after_it_started(
+    kafka_settings: Settings, unique_group: str
+) -> None:
+    from infra.kafka import encode_value, make_producer
+
+    topic = f"api-lag-late-{uuid.uuid4().hex[:8]}"
+    probe = LagProbe(kafka_settings, unique_group, topics=[topic], fetch_timeout_s=1.0)
+    try:
+        assert probe.measure() == []  # the worker has not created its topics yet
+        _topic(kafka_settings, topic)
+        producer = make_producer(kafka_settings)
+        meta = producer.send(topic, key=b"u", value=encode_value(feedback("u", 0))).get(10)
+        producer.close()
+        rows = {(x.topic, x.partition): x for x in probe.measure()}
+        assert sorted(rows) == [(topic, 0), (topic, 1)]
+        assert rows[(topic, meta.partition)].lag == meta.offset + 1
+    finally:
+        probe.close()
+
+
+def test_feedback_over_the_record_limit_is_413_not_503(kafka_settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from stream.api.app import create_app
+    from stream.api.live import LiveStats
+    from tests.api.fakes import FakeService
+
+    topic = _topic(kafka_settings, f"api-fb-big-{uuid.uuid4().hex[:8]}")
+    settings = kafka_settings.model_copy(deep=True)
+    settings.broker.max_message_bytes = 4_000  # the body limit stays api.max_body_bytes (1 MB)
+    pub = KafkaFeedbackPublisher(settings, topic=topic)
+    app = create_app(
+        settings, FakeService(), publisher=pub, readiness={}, live=LiveStats(record_metrics=False)
+    )
+    try:
+        c = TestClient(app)
+        ev = feedback("big", 0, chosen="x" * 3_900).model_dump(mode="json")
+        r = c.post("/v1/feedback", json=ev)
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["type"] == "payload_too_large"
+        assert "too large" in r.json()["error"]["message"]
+        ok = feedback("big", 1).model_dump(mode="json")
+        assert c.post("/v1/feedback", json=ok).status_code == 202
+    finally:
+        pub.close()

@@ -20,6 +20,7 @@ from infra.contracts import (
     ChatMessage,
     Contract,
     Criterion,
+    DegradedReason,
     Explanation,
     FeedbackEvent,
     PersonaState,
@@ -56,7 +57,7 @@ criteria = st.lists(
 )
 small = st.integers(min_value=0, max_value=10**6)
 
-pairs = st.tuples(nonempty, nonempty).filter(lambda p: p[0] != p[1])
+pairs = st.tuples(nonempty, nonempty).filter(lambda p: p[0].strip() != p[1].strip())
 
 
 @st.composite
@@ -111,8 +112,20 @@ scores = st.builds(
     std=st.none() | finite,
     valid_samples=st.integers(0, 64),
 )
+DEGRADATIONS: list[tuple[bool, DegradedReason | None]] = [
+    (False, None),
+    (True, None),  # from a producer older than degraded_reason
+    *((True, r) for r in DegradedReason.__args__),  # type: ignore[attr-defined]
+]
+
+
+def _reward_result(degradation: tuple[bool, DegradedReason | None], **fields: Any) -> RewardResult:
+    degraded, reason = degradation
+    return RewardResult(degraded=degraded, degraded_reason=reason, **fields)
+
+
 reward_results = st.builds(
-    RewardResult,
+    _reward_result,
     request_id=ids,
     user_id=ids,
     scores=st.lists(scores, min_size=1, max_size=MAX_CANDIDATES),
@@ -122,7 +135,7 @@ reward_results = st.builds(
     neighbours_used=small,
     parse_failures=small,
     ties=small,
-    degraded=st.booleans(),
+    degradation=st.sampled_from(DEGRADATIONS),
     components=st.dictionaries(
         st.sampled_from(["prior", "individual", "prototype"]),
         st.lists(finite, max_size=4),
@@ -273,3 +286,34 @@ def test_non_finite_scores_never_round_trip_silently(bad: float) -> None:
         return
     with pytest.raises(InvalidEventError):
         decode(REWARDS, encode_value(result), max_bytes=MAX)
+
+
+def test_a_degraded_reason_needs_degraded_and_older_results_still_decode() -> None:
+    fields: dict[str, Any] = {
+        "request_id": "r",
+        "user_id": "u",
+        "scores": [CandidateScore(index=0, score=1.0, rank=1)],
+        "mode": "personal",
+        "model_id": "m",
+        "latency_ms": 1.0,
+    }
+    with pytest.raises(ValidationError, match="degraded_reason is set but degraded is false"):
+        RewardResult(degraded_reason="deadline", **fields)
+    older = json.loads(encode_value(RewardResult(degraded=True, **fields)))
+    del older["degraded_reason"]  # a producer from before the field
+    back = decode(REWARDS, json.dumps(older).encode(), max_bytes=MAX)
+    assert isinstance(back, RewardResult) and back.degraded and back.degraded_reason is None
+
+
+@pytest.mark.parametrize("rejected", ["Quiet hotel.", " Quiet hotel.\n"])
+def test_responses_equal_up_to_whitespace_are_not_a_choice(rejected: str) -> None:
+    # the outcome of a served reward is matched on stripped text: such a pair would
+    # never match a candidate pair, and says nothing about the user either
+    with pytest.raises(ValidationError, match="identical"):
+        FeedbackEvent(
+            event_id="e",
+            user_id="u",
+            context=[ChatMessage(role="user", content="q")],
+            chosen="Quiet hotel.",
+            rejected=rejected,
+        )

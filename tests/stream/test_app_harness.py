@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from infra.contracts import ChatMessage, PersonaState, RewardRequest, RewardResult
+from infra.contracts import ChatMessage, PersonaState, RewardRequest, RewardResult, UserProfile
 from infra.kafka import encode_value
 from infra.settings import Settings
-from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS, dlq
+from infra.topics import FEEDBACK, PERSONAS, PROFILES, PROTOTYPES, REWARD_REQUESTS, REWARDS, dlq
 from stream.app import create_app
 from stream.config import StreamConfig
 from stream.runtime import MemoryPublisher, StreamRuntime
@@ -89,6 +89,48 @@ def test_feedback_agent_applies_dead_letters_and_publishes(
     assert pub.on(PROTOTYPES)
     u0 = rt._service.user("u0")  # type: ignore[union-attr]
     assert u0 is not None and [h.chosen for h in u0.history] == [good[i].chosen for i in (0, 2, 4)]
+
+
+def test_a_replayed_feedback_event_publishes_its_stored_states_again(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher],
+) -> None:
+    """Written before a crash, offset not committed: the states may never have been sent."""
+    app, rt, pub = harness
+    svc = rt._service
+    assert svc is not None
+    ev = fb("r0", "rita")
+    (before,) = svc.apply_feedback([ev], [(0, 0)])  # the write the crash interrupted
+    assert before.status == "applied" and not pub.on(PERSONAS)
+
+    async def main() -> None:
+        async with app.agents["feedback"].test_context() as ctx:
+            await ctx.put(value=encode_value(ev), key=b"rita", partition=0, wait=False)  # offset 0
+            await until(lambda: rt.counters["feedback_replay"] == 1 and bool(pub.on(PERSONAS)))
+
+    asyncio.run(main())
+    (state,) = [PersonaState.model_validate_json(v) for v in pub.on(PERSONAS)]  # type: ignore[arg-type]
+    assert state.user_id == "rita" and state.events_applied == 1
+    assert state.prototype_id == before.prototype_id and pub.on(PROTOTYPES)
+    assert rt.counters["feedback_replay"] == 1 and not _dlq_reasons(pub, FEEDBACK)
+
+
+def test_a_repeated_profile_is_dead_lettered_and_its_user_state_sent_again(
+    harness: tuple[Any, StreamRuntime, MemoryPublisher],
+) -> None:
+    """The first delivery's PersonaState may have been lost with a crashed worker."""
+    app, rt, pub = harness
+    profile = UserProfile(event_id="pr-1", user_id="pia", stated_preferences="Short answers.")
+
+    async def main() -> None:
+        async with app.agents["profiles"].test_context() as ctx:
+            for _ in range(2):
+                await ctx.put(value=encode_value(profile), key=b"pia", partition=0)
+
+    asyncio.run(main())
+    states = [PersonaState.model_validate_json(v) for v in pub.on(PERSONAS)]  # type: ignore[arg-type]
+    assert [s.user_id for s in states] == ["pia", "pia"] and states[0].version == states[1].version
+    assert _dlq_reasons(pub, PROFILES) == ["duplicate_id"]
+    assert rt.counters["profiles_applied"] == 1 and rt.counters["profiles_duplicate"] == 1
 
 
 def test_reward_agent_answers_once_and_dead_letters_bad_requests(

@@ -41,6 +41,11 @@ def test_paper_prior_only_breaks_exact_ties_and_stands_in_alone() -> None:
     assert close[0] > close[1]
     three = combine_paper({"individual": [6.0, 6.0, 6.001], "prior": [0.0, 0.6, -0.6]}, s)
     assert ranks(three) == [3, 2, 1]  # the tie at 6.0 broken by the prior, 6.001 stays first
+    # two sides whose means differ only by float noise are tied: the prior decides
+    noisy = combine_paper(
+        {"individual": [1.0, 1.1], "prototype": [1.4, 1.3], "prior": [0.1, 0.3]}, s
+    )
+    assert ranks(noisy) == [2, 1]
     alone = combine_paper({"prior": [0.1, 0.2, 0.15]}, s)
     assert ranks(alone) == [3, 1, 2]
     with pytest.raises(ValueError):

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from infra.contracts import ChatMessage, FeedbackEvent, RewardRequest
+from infra.contracts import CandidateScore, ChatMessage, FeedbackEvent, RewardRequest, RewardResult
 from infra.settings import MetaRMSettings, Settings
 from reward.parser import parse_chain
 from reward.prompts import format_query
 from reward.protocol import ScoreResult
 from stream.config import StreamConfig
-from stream.metarm_online import OnlineMetaRM, event_examples, pair_verdict
+from stream.metarm_online import OnlineMetaRM, event_examples, pair_verdict, served_chains
 from stream.served import ServedChain
 from stream.service import PgenrmService
 from tests.stream.helpers import fb
@@ -163,6 +163,46 @@ def test_no_critique_and_duplicates_change_nothing(service: PgenrmService) -> No
     assert [o.status for o in again] == ["duplicate", "duplicate"]
     assert online.version == 1 and predict(service, chain) == after
     assert service.counters["metarm_trained"] == 1
+
+
+@pytest.mark.parametrize(
+    ("degraded_reason", "generative", "missing"),
+    [
+        ("deadline", True, "deadline"),
+        ("generation_failed", True, "generation_failed"),
+        ("backend_unavailable", False, "backend_unavailable"),
+        (None, False, "generative_disabled"),
+        (None, True, "not_requested"),
+    ],
+)
+def test_why_a_served_reward_kept_no_chains_comes_from_the_result_not_its_notes(
+    degraded_reason: Any, generative: bool, missing: str
+) -> None:
+    req = hotel_request("r-why", "wes")
+    result = RewardResult(
+        request_id="r-why",
+        user_id="wes",
+        scores=[
+            CandidateScore(index=0, score=1.0, rank=1),
+            CandidateScore(index=1, score=0.0, rank=2),
+        ],
+        mode="personal",
+        degraded=degraded_reason is not None,
+        degraded_reason=degraded_reason,
+        model_id="m",
+        latency_ms=1.0,
+    )  # no notes: the reason is typed
+    rec = served_chains(req, result, [], max_chains=4, generative=generative)
+    assert rec.chains == [] and rec.missing == missing
+    kept = served_chains(req, result, [("individual", _one_chain())], max_chains=4)
+    assert len(kept.chains) == 1 and kept.missing is None
+
+
+def _one_chain() -> ScoreResult:
+    chain = parse_chain(GOOD_CHAIN, 2, [0, 1])
+    return ScoreResult(
+        scores=[9.0, 2.0], std=[0.0, 0.0], valid=[1, 1], samples=1, parse_failures=0, chains=[chain]
+    )
 
 
 def test_events_without_a_usable_chain_are_counted_by_reason(service: PgenrmService) -> None:

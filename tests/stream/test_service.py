@@ -246,6 +246,21 @@ def test_prototype_mode_for_a_known_user_without_history(service: PgenrmService)
     assert service.counters["rewards_prototype"] == 2
 
 
+def test_new_stated_preferences_make_the_persona_stale(service: PgenrmService) -> None:
+    service.apply_feedback([fb("sp0", "stan")])
+    st = service.user("stan")
+    assert st is not None
+    fresh = service.set_persona("stan", "Likes detail.", [], None, st.version)
+    assert fresh is not None and fresh.persona_version == fresh.version  # up to date
+    same = service.register_user("stan", stated_preferences=None)
+    assert same.version == fresh.version  # nothing the persona reads changed
+    told = service.register_user("stan", stated_preferences="Vegetarian, short answers.")
+    assert told.version == fresh.version + 1 and told.persona_version < told.version
+    again = service.register_user("stan", stated_preferences="Vegetarian, short answers.")
+    assert again.version == told.version  # the same words again change nothing
+    assert again.history_size == 1 and again.events_applied == 1
+
+
 def test_answer_once_and_outcome_recorded_per_prototype(service: PgenrmService) -> None:
     service.apply_feedback([fb(f"s{i}", "sam", query=f"q{i}") for i in range(3)])
     req = request("r-1", "sam")
@@ -333,6 +348,31 @@ def test_a_served_request_is_refused_before_and_after_its_ledger_write(
         assert again.serve(request("n-1", "nora")) is None  # durable across a restart
 
 
+def test_a_ledger_failure_while_serving_leaves_the_request_answerable(
+    service: PgenrmService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prototypes.exceptions import StoreError
+
+    ledger = service.stores.ledger
+    real_seen, real_mark = ledger.seen, ledger.mark
+
+    def down(*_: Any) -> Any:
+        raise StoreError("ledger down")
+
+    monkeypatch.setattr(ledger, "seen", down)
+    with pytest.raises(StoreError):
+        service.serve(request("lf-1", "lou"))
+    monkeypatch.setattr(ledger, "seen", real_seen)
+    monkeypatch.setattr(ledger, "mark", down)
+    with pytest.raises(StoreError):  # scored, but not recorded: nothing was handed out
+        service.serve(request("lf-2", "lou"))
+    monkeypatch.setattr(ledger, "mark", real_mark)
+    assert service.serve(request("lf-1", "lou")) is not None
+    assert service.serve(request("lf-2", "lou")) is not None
+    assert service.serve(request("lf-2", "lou")) is None  # and then only once
+    assert service._answering == set()
+
+
 def test_deadline_without_time_for_generation_answers_prior_only(
     svc_settings: Settings, embedder: Any
 ) -> None:
@@ -340,7 +380,7 @@ def test_deadline_without_time_for_generation_answers_prior_only(
     with PgenrmService.open(svc_settings, embedder=embedder, config=cfg) as service:
         service.apply_feedback([fb("d0", "dee")])
         res = service.score(request("dl", "dee", deadline_ms=1))
-        assert res.degraded is True
+        assert res.degraded is True and res.degraded_reason == "deadline"
         assert set(res.components) == {"prior"}
         assert any("deadline" in n for n in res.explanation.notes)
         assert service.counters["deadline_skipped"] == 1
@@ -400,12 +440,14 @@ def test_a_backend_that_cannot_load_answers_prior_only_and_says_why(
         service.apply_feedback([fb("b0", "bea")])
         first = service.score(request("b-1", "bea"))
         assert first.degraded and set(first.components) == {"prior"}
+        assert first.degraded_reason == "backend_unavailable"
         assert "generative backend unavailable: answered with the prior only" in (
             first.explanation.notes
         )
         assert service.generative is False and service.counters["backend_unavailable"] == 1
         later = service.score(request("b-2", "bea"))  # no second load attempt
         assert service.counters["backend_unavailable"] == 1
+        assert later.degraded and later.degraded_reason == "backend_unavailable"
         assert any(
             n.startswith("generative backend disabled (BackendError")
             for n in later.explanation.notes
@@ -426,6 +468,7 @@ def test_a_generation_error_answers_prior_only_and_is_counted(
     ) as service:
         res = service.serve(request("f-1", "fay"))
         assert res is not None and res.degraded and set(res.components) == {"prior"}
+        assert res.degraded_reason == "generation_failed"
         assert "generation failed (RuntimeError): answered with the prior only" in (
             res.explanation.notes
         )
@@ -447,6 +490,7 @@ def test_chains_abandoned_at_the_deadline_do_not_run_later(
         busy = service._gen.submit(PERSONA, gate.wait, 30)  # the generation thread is busy
         late = service.score(request("c-1", "cy", deadline_ms=300))
         assert late.degraded and service.counters["deadline_abandoned"] == 1
+        assert late.degraded_reason == "deadline"
         gate.set()
         busy.result(timeout=30)
         service._gen.submit(PERSONA, lambda: None).result(timeout=30)  # the queue drained
@@ -466,8 +510,9 @@ def test_a_slow_run_does_not_make_every_later_deadline_skip(
         results = [service.score(request(f"w-{i}", "wu", deadline_ms=2_000)) for i in range(60)]
         skipped = service.counters["deadline_skipped"]
         assert 0 < skipped < 60
-        assert all(r.degraded for r in results[:skipped])
-        assert not results[skipped].degraded and backend.calls > 0
+        assert all(r.degraded_reason == "deadline" for r in results[:skipped])
+        assert not results[skipped].degraded and results[skipped].degraded_reason is None
+        assert backend.calls > 0
         assert service._ms_per_chain < 100.0  # re-measured from the run
 
 
