@@ -259,24 +259,30 @@ def _criteria(obj: dict[str, Any]) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     try:
         if isinstance(raw, dict):
-            out = [(str(k), _number(v)) for k, v in raw.items()]
+            out = [(str(k), _weight(v)) for k, v in raw.items()]
         elif isinstance(raw, list):
             for item in raw:
                 if isinstance(item, dict):
                     name = _find_key(item, ("name", "criterion", "criteria"))
                     w = _find_key(item, ("weight", "weight_percent", "percent"))
                     if name is not None and w is not None:
-                        out.append(
-                            (str(name), _number(str(w).rstrip("% ") if isinstance(w, str) else w))
-                        )
+                        out.append((str(name), _weight(w)))
     except _Fail:
         return []
     return out
 
 
+def _weight(raw: Any) -> float:
+    """A criterion weight, ``60`` or ``"60%"`` alike."""
+    return _number(raw.strip().rstrip("% ") if isinstance(raw, str) else raw)
+
+
 def _recompute(obj: dict[str, Any], crits: list[tuple[str, float]], n: int) -> list[float] | None:
     """Weighted sums from ``breakdown`` and criteria weights, in slot order."""
-    bd = _find_key(obj, ("breakdown", "criterion_scores", "per_criterion"))
+    names = ("breakdown", "criterion_scores", "per_criterion")
+    bd = _find_key(obj, names)
+    if bd is None and isinstance(obj.get("rationale"), dict):  # beside criteria nested there
+        bd = _find_key(obj["rationale"], names)
     if not isinstance(bd, dict) or not crits:
         return None
     total_w = sum(w for _, w in crits)

@@ -198,7 +198,9 @@ class ChainScorer:
                     temperature=self.temperature,
                     max_tokens=self.max_new_tokens,
                     stop=list(stop) if stop is not None else self.stop,
-                    seed=seed,
+                    # backends seed prompts by their index within a call: offset each
+                    # chunk so a prompt repeated across chunks gets its own sample
+                    seed=None if seed is None else seed + i,
                 )
             )
         # Hand completions back to chains in order.

@@ -47,13 +47,14 @@ _FATAL = re.compile(
     r"off[- ]topic|irrelevant|violates?|fatal)\b",
     re.IGNORECASE,
 )
+# The letters count in capitals only: "the response a busy parent wants" names no response.
 _REF_A = re.compile(
-    r"\b(response|answer|option|candidate|assistant)\s*(a|1|one)\b"
+    r"\b(response|answer|option|candidate|assistant)\s*((?-i:A)|1|one)\b"
     r"|\bthe first (one|response|option)\b",
     re.I,
 )
 _REF_B = re.compile(
-    r"\b(response|answer|option|candidate|assistant)\s*(b|2|two)\b"
+    r"\b(response|answer|option|candidate|assistant)\s*((?-i:B)|2|two)\b"
     r"|\bthe second (one|response|option)\b",
     re.I,
 )

@@ -78,8 +78,9 @@ def one_to_one(sim: np.ndarray, allowed: np.ndarray, tau: float) -> list[tuple[i
     from scipy.optimize import linear_sum_assignment
 
     ok = allowed & (sim >= tau)
-    # Maximise the number of matches first, then total similarity.
-    weight = np.where(ok, 1.0 + sim, 0.0)
+    # Maximise the number of matches first, then total similarity: one match more is
+    # worth more than any gain in similarity over all the others (each sim <= 1).
+    weight = np.where(ok, min(sim.shape) + 1.0 + sim, 0.0)
     rows, cols = linear_sum_assignment(-weight)
     return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if ok[i, j]]
 

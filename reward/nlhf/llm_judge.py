@@ -127,10 +127,26 @@ def parse_judgement(text: str) -> tuple[list[Argument], list[Argument], np.ndarr
     for pair in obj.get("matches") or []:
         if not (isinstance(pair, list | tuple) and len(pair) == 2):
             raise JudgeParseError("match is not a pair")
-        i, j = int(pair[0]), int(pair[1])
+        try:
+            i, j = int(pair[0]), int(pair[1])
+        except (TypeError, ValueError) as exc:
+            raise JudgeParseError(f"match is not a pair of indices: {pair!r}") from exc
         if 0 <= i < len(gen) and 0 <= j < len(human):
             sim[i, j] = 1.0
-    return gen, human, sim, bool(obj.get("repetition", False))
+    return gen, human, sim, _flag(obj.get("repetition"), "repetition")
+
+
+def _flag(raw: Any, name: str) -> bool:
+    """A judge's yes/no field: JSON booleans, or the words ``"true"``/``"false"``.
+
+    >>> _flag("false", "repetition"), _flag(True, "repetition"), _flag(None, "repetition")
+    (False, True, False)
+    """
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise JudgeParseError(f"{name} is not true or false: {raw!r}")
 
 
 class LLMJudgeMatcher:

@@ -13,8 +13,8 @@ The embedding matcher:
   options") or else the response it is closer to (cosine margin ``margin``);
   sentences close to neither are not key arguments about the responses and are
   left out;
-- two generated arguments with cosine >= ``repeat_tau`` are a repetition (F1 = 0);
-  near-duplicate human arguments are merged;
+- two generated key arguments with the same stance and cosine >= ``repeat_tau``
+  are a repetition (F1 = 0); such near-duplicate human arguments are merged;
 - two arguments mean the same when the cosine of their embeddings, taken with
   explicit references replaced by "It", is >= ``tau``;
 - polarity comes from a small criticism lexicon, so a criticism without a cue word
@@ -117,11 +117,6 @@ class EmbeddingMatcher:
             [*sents, *(strip_references(s) for s in sents), response_a, response_b]
         )
         s_vec, m_vec, a_vec, b_vec = vecs[:n], vecs[n : 2 * n], vecs[-2], vecs[-1]
-        repetition = False
-        if n > 1:
-            gram = m_vec @ m_vec.T
-            np.fill_diagonal(gram, -1.0)
-            repetition = bool((gram >= self.repeat_tau).any())
         targets: list[Side | str | None] = []
         for sent, v in zip(sents, s_vec, strict=True):
             t = explicit_target(sent)
@@ -149,12 +144,22 @@ class EmbeddingMatcher:
                 continue
             args.append(Argument(sent, t, polarity(sent), is_fatal(sent)))
             keep.append(i)
-        return args, m_vec[keep], repetition
+        kept = m_vec[keep]
+        repetition = any(self._same(args, kept, i, j) for i in range(len(args)) for j in range(i))
+        return args, kept, repetition
+
+    def _same(self, args: list[Argument], vecs: np.ndarray, i: int, j: int) -> bool:
+        """Arguments ``i`` and ``j`` make one point: same stance, same meaning.
+
+        Meaning is compared with the references stripped, so the stance is what
+        tells "A is too long" from "B is too long".
+        """
+        return args[i].stance == args[j].stance and float(vecs[i] @ vecs[j]) >= self.repeat_tau
 
     def _dedupe(self, args: list[Argument], vecs: np.ndarray) -> tuple[list[Argument], np.ndarray]:
         out: list[int] = []
         for i in range(len(args)):
-            if all(float(vecs[i] @ vecs[j]) < self.repeat_tau for j in out):
+            if not any(self._same(args, vecs, i, j) for j in out):
                 out.append(i)
         return [args[i] for i in out], vecs[out]
 

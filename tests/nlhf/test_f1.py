@@ -62,10 +62,27 @@ def test_matching_is_one_to_one() -> None:
     assert r.tp == 1 and r.precision == 0.5 and r.recall == 1.0
 
 
+def test_matching_takes_the_most_matches_before_the_best_similarity() -> None:
+    # three perfect pairs on the diagonal, or four pairs just above tau off it
+    sim = np.zeros((4, 4))
+    sim[0, 0] = sim[1, 1] = sim[2, 2] = 1.0
+    sim[3, 0] = sim[0, 1] = sim[1, 2] = sim[2, 3] = 0.46
+    gen = [Argument(f"g{i}", "A", 1) for i in range(4)]
+    ref = [Argument(f"h{i}", "A", 1) for i in range(4)]
+    r = core_f1(gen, ref, sim, tau=0.45)
+    assert r.tp == 4 and r.f1 == 1.0
+
+
 def test_undefined_cases_are_zero() -> None:
     assert core_f1([], [Argument("x", "A")], np.zeros((0, 1)), tau=0.5).f1 == 0.0
     assert core_f1([Argument("x", "A")], [], np.zeros((1, 0)), tau=0.5).f1 == 0.0
     assert core_f1([Argument("x", None)], [Argument("x", "A")], np.ones((1, 1)), tau=0.5).f1 == 0.0
+
+
+def test_a_lowercase_article_is_not_a_reference() -> None:
+    assert explicit_target("This is the response a busy parent would want.") is None
+    assert explicit_target("I prefer response A here.") == "A"
+    assert explicit_target("Option 2 is too loud.") == "B"
 
 
 def test_lexical_cues() -> None:
@@ -104,6 +121,17 @@ def test_embedding_matcher_repetition(matcher) -> None:
         matcher, "Response A is a tranquil spa retreat. Response A is a tranquil spa retreat."
     )
     assert r.repetition and r.f1 == 0.0
+
+
+def test_the_same_words_about_both_responses_are_not_a_repetition(matcher) -> None:
+    # with the references stripped both read "It is too long for me", but they argue
+    # opposite ways; the third argument is the human's own point
+    r = score(
+        matcher,
+        "Response A is too long for me. Response B is too long for me. "
+        "Response B is too focused on loud pool parties.",
+    )
+    assert not r.repetition and r.tp >= 1 and r.f1 > 0.0
 
 
 def test_embedding_matcher_stance_mismatch(matcher) -> None:

@@ -197,3 +197,19 @@ def test_cre_process_reward_does_not_depend_on_the_verdict(hotel_row: NlhfRow, m
     assert c_wrong.reward == pytest.approx(0.5 * c_wrong.f1)  # PR counts, OR = 0
     assert c_right.reward == pytest.approx(1.0 + 0.5 * (c_right.f1 or 0.0))
     assert n_wrong.reward == 0.0 and n_wrong.f1 is None  # RM-NLHF: no q on a wrong verdict
+
+
+def test_llm_judge_retries_malformed_match_indices_and_reads_worded_flags() -> None:
+    """A bad index is a parse failure (retried, then counted), never an exception."""
+    bad_index = JUDGED.replace("[[0, 0], [1, 1]]", '[["first", 0]]')
+    null_index = JUDGED.replace("[[0, 0], [1, 1]]", "[[null, 0]]")
+    judge = LLMJudgeMatcher(ScriptedJudge([bad_index, null_index, bad_index]), retries=3)
+    r = judge.score(GOOD, "h", context="c", response_a="a", response_b="b")
+    assert judge.calls == 3 and r.f1 == 0.0 and judge.failures["judge_failed"] == 1
+    assert "not a pair of indices" in r.reason
+
+    worded = JUDGED.replace('"repetition": false', '"repetition": "false"')
+    unclear = JUDGED.replace('"repetition": false', '"repetition": "maybe"')
+    judge = LLMJudgeMatcher(ScriptedJudge([unclear, worded]), retries=3)
+    r = judge.score(GOOD, "h", context="c", response_a="a", response_b="b")
+    assert judge.calls == 2 and not r.repetition and r.tp == 1

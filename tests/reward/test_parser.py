@@ -333,6 +333,20 @@ def test_weights_not_summing_to_100_is_flagged() -> None:
     assert p.ok and "weights_not_100" in p.warnings
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["top_level", "under_rationale"])
+def test_percent_weights_in_a_criteria_map_are_read(nested: bool) -> None:
+    body = {
+        "criteria": {"A": "60%", "B": "40 %"},
+        "breakdown": {"response_1": {"A": 8, "B": 5}, "response_2": {"A": 4, "B": 9}},
+    }
+    obj = {"rationale": body} if nested else dict(body)
+    p = parse_chain(
+        j({**obj, "better_response": {"response_1": 9.0, "response_2": 6.0}}), 2, [0, 1]
+    )
+    assert [(c.name, c.weight) for c in p.criteria] == [("A", 60.0), ("B", 40.0)]
+    assert p.recomputed == pytest.approx([6.8, 6.0]) and p.arithmetic_mismatch
+
+
 def test_arithmetic_mismatch_is_flagged() -> None:
     text = j(
         {

@@ -141,6 +141,35 @@ def test_uneven_samples_fall_back_to_n1(smol_backend: TransformersBackend) -> No
     _check_result(res, req, scorer)
 
 
+def test_a_prompt_repeated_across_chunks_gets_its_own_seed(
+    smol_backend: TransformersBackend,
+) -> None:
+    # orders [0,1],[1,0],[0,1]: the first and last prompt are the same text
+    req = ScoreRequest(
+        context=[ChatMessage(role="user", content="Name a fruit.")],
+        candidates=["Apple", "Pear"],
+        samples=3,
+        history=[],
+        seed=7,
+    )
+    seeds: list[int | None] = []
+    real = smol_backend.generate
+
+    def spy(prompts: Any, **kw: Any) -> Any:
+        seeds.append(kw["seed"])
+        return real(prompts, **kw)
+
+    smol_backend.generate = spy  # type: ignore[method-assign]
+    try:
+        scorer = ChainScorer(smol_backend, max_new_tokens=24, history_size=0, max_batch_prompts=1)
+        res = scorer.score(req)
+    finally:
+        del smol_backend.generate
+    assert seeds == [7, 8, 9]  # the seed of each prompt's place in the whole call
+    first, _, third = res.chains
+    assert first.order == third.order and first.text != third.text
+
+
 def test_backend_failure_is_counted_not_raised(smollm2_path: str) -> None:
     from reward.backends.openai_backend import OpenAIBackend
     from reward.testing.openai_server import free_port
