@@ -51,8 +51,16 @@ class _Sums:
     @classmethod
     def of(cls, p: Prototype) -> _Sums:
         vec = np.asarray(p.centroid, dtype=np.float64) * p.size if p.centroid else None
-        q = np.asarray(p.query_centroid, dtype=np.float64) * p.size if p.query_centroid else None
-        return cls(vec, q, p.size if p.query_centroid else 0)
+        n_query = p.query_size if p.query_centroid else 0
+        q = np.asarray(p.query_centroid, dtype=np.float64) * n_query if n_query else None
+        return cls(vec, q, n_query)
+
+
+def _shift(total: np.ndarray | None, x: np.ndarray, sign: int, n: int) -> np.ndarray | None:
+    """``total + sign * x`` for a sum over ``n`` members; None (no float residue) at none."""
+    if not n:
+        return None
+    return x * sign if total is None else total + sign * x
 
 
 class PrototypeAssigner:
@@ -98,12 +106,13 @@ class PrototypeAssigner:
         self, p: Prototype, vec: np.ndarray | None, query: np.ndarray | None, sign: int
     ) -> None:
         sums = self._sums_of(p)
-        if vec is not None and vec.size:
-            sums.vec = vec * sign if sums.vec is None else sums.vec + sign * vec
-            p.size = max(p.size + sign, 0)
-        if query is not None and query.size:
-            sums.query = query * sign if sums.query is None else sums.query + sign * query
-            sums.n_query = max(sums.n_query + sign, 0)
+        # taking from an empty prototype means stale statistics: skip the sum with the count
+        if vec is not None and vec.size and p.size + sign >= 0:
+            p.size += sign
+            sums.vec = _shift(sums.vec, vec, sign, p.size)
+        if query is not None and query.size and sums.n_query + sign >= 0:
+            sums.n_query += sign
+            sums.query = _shift(sums.query, query, sign, sums.n_query)
         p.version += 1
         p.updated_at = utcnow()
         self._dirty.add(p.prototype_id)
@@ -116,6 +125,7 @@ class PrototypeAssigner:
         p.query_centroid = (
             (sums.query / sums.n_query).tolist() if sums.n_query and sums.query is not None else []
         )
+        p.query_size = sums.n_query
         if not p.refined:
             p.z = list(p.centroid)
         return p
@@ -125,15 +135,11 @@ class PrototypeAssigner:
     ) -> Prototype | None:
         """Learn+predict ``vector``, move the user, persist; records the result on ``state``.
 
-        Returns None (and changes nothing) when the user has no search vector yet.
+        Returns None when the user has no search vector: a user assigned before is taken
+        out of its prototype and left unassigned.
         """
         if state.assigned_version == state.version and state.prototype_id is not None:
             return self.prototype(state.prototype_id) or self.store.get(state.prototype_id)
-        if vector is None:
-            return None
-        vec = np.asarray(vector, dtype=np.float64)
-        query = None if e_query is None else np.asarray(e_query, dtype=np.float64)
-        new_id = self.clusterer.learn_predict(vec)
         old_id = state.prototype_id if state.assigned_version is not None else None
         if old_id is not None and old_id in self._protos:
             self._move(
@@ -142,6 +148,17 @@ class PrototypeAssigner:
                 np.asarray(state.assigned_query, dtype=np.float64),
                 -1,
             )
+        if vector is None:
+            if old_id is not None or state.prototype_id is not None:
+                state.prototype_id = None
+                state.assigned_vector, state.assigned_query = [], []
+                state.assigned_version = None
+                if self.write_through:
+                    self.persist()
+            return None
+        vec = np.asarray(vector, dtype=np.float64)
+        query = None if e_query is None else np.asarray(e_query, dtype=np.float64)
+        new_id = self.clusterer.learn_predict(vec)
         target = self._get(new_id)
         self._move(target, vec, query, +1)
         state.prototype_id = new_id
@@ -186,14 +203,14 @@ class PrototypeAssigner:
         for pid in set(self._protos) | set(sums):
             p = self._get(pid)
             vs = sums.get(pid, [])
-            p.size = len(vs)
-            p.centroid = np.mean(vs, axis=0).tolist() if vs else []
             qs = qsums.get(pid, [])
+            p.size, p.query_size = len(vs), len(qs)
+            p.centroid = np.mean(vs, axis=0).tolist() if vs else []
             p.query_centroid = np.mean(qs, axis=0).tolist() if qs else []
             if not p.refined:
                 p.z = list(p.centroid)
             p.version += 1
-            # exact sums: _Sums.of would assume every member has a query
+            # exact sums, not the rounded means times the counts
             self._sums[pid] = _Sums(
                 np.sum(vs, axis=0) if vs else None, np.sum(qs, axis=0) if qs else None, len(qs)
             )

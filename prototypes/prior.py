@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -39,7 +40,7 @@ class RefinedPrior:
     """A trained :class:`Refiner` plus the embedder that embeds users' histories.
 
     History texts are embedded on demand (the newest ``refiner.cfg.history`` items)
-    with a bounded text->vector cache.
+    with a bounded, least-recently-used text->vector cache shared by the reward threads.
     """
 
     def __init__(self, refiner: Refiner, embedder: Embedder, *, cache_size: int = 50_000) -> None:
@@ -47,15 +48,28 @@ class RefinedPrior:
         self.embedder = embedder
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        # the answer is built from this call's own lookups: evicting to make room for
+        # the new texts must not take away a text this same call needs
+        got: dict[str, np.ndarray] = {}
+        with self._lock:
+            for t in dict.fromkeys(texts):
+                if t in self._cache:
+                    self._cache.move_to_end(t)
+                    got[t] = self._cache[t]
+        missing = [t for t in dict.fromkeys(texts) if t not in got]
         if missing:
-            for t, v in zip(missing, self.embedder.embed(missing), strict=True):
-                self._cache[t] = v
-                if len(self._cache) > self._cache_size:
+            vectors = self.embedder.embed(missing)  # outside the lock: it is the slow part
+            with self._lock:
+                for t, v in zip(missing, vectors, strict=True):
+                    got[t] = v
+                    self._cache[t] = v
+                    self._cache.move_to_end(t)
+                while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        return np.stack([self._cache[t] for t in texts])
+        return np.stack([got[t] for t in texts])
 
     def history_arrays(self, state: UserState) -> tuple[np.ndarray, np.ndarray]:
         """``(n, d)`` query embeddings and ``e(chosen) - e(rejected)`` of the newest items."""

@@ -17,10 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from infra.contracts import Criterion, utcnow
 from reward.protocol import HistoryItem
@@ -101,6 +101,9 @@ class Prototype(BaseModel):
     query_centroid: list[float] = Field(default_factory=list)
     z: list[float] = Field(default_factory=list)
     size: int = 0
+    query_size: int = 0
+    """Members with a query embedding (the count behind ``query_centroid``); defaults to
+    ``size`` for prototypes stored before it was recorded."""
     refined: bool = False
     """True when ``z`` is the refined prototype ``a_j`` from the last rebuild."""
     outcomes: int = 0
@@ -108,6 +111,13 @@ class Prototype(BaseModel):
     correct: int = 0
     version: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_query_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("query_size") is None:
+            data = {**data, "query_size": data.get("size", 0)}
+        return data
 
     @property
     def online_accuracy(self) -> float | None:

@@ -1,7 +1,8 @@
 """``pgenrm prototypes rebuild``: K-means bootstrap + attentive refinement + reassignment.
 
 Stages, each checkpointed under ``<data_dir>/prototypes/`` so an interrupted run
-resumes where it stopped (``rebuild_state.json`` names the last finished stage):
+resumes where it stopped (``rebuild_state.json`` names the last finished stage and the
+run; a resume whose users differ from the saved stages' starts again from ``embed``):
 
 1. ``embed``: read every stored user; embed the newest ``history + 1`` triples of up
    to ``max_train_users`` of them (the leave-one-out training set).
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,13 +174,22 @@ def rebuild(
     out = out_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "rebuild_state.json"
+    ckpt = out / "refine_checkpoint.pt"
+    emb_file, km_file = out / "train_embeddings.npz", out / "kmeans.npz"
+
+    def afresh() -> dict[str, Any]:
+        # a new run id: a refine checkpoint is only ever resumed by the run that wrote it
+        ckpt.unlink(missing_ok=True)
+        fresh = {"k": k, "stages": [], "run": uuid.uuid4().hex}
+        state_file.write_text(json.dumps(fresh))
+        return fresh
+
     done: dict[str, Any] = (
         json.loads(state_file.read_text()) if resume and state_file.exists() else {}
     )
-    if not resume or done.get("k") != k:
-        done = {"k": k, "stages": []}
+    if not resume or done.get("k") != k or not done.get("stages") or "run" not in done:
+        done = afresh()
     report = RebuildReport(k=k, epochs=epochs, out_dir=str(out))
-    report.resumed_from = done["stages"][-1] if done["stages"] else None
     own = stores is None
     stores = stores or open_stores(settings)
     console = Console(stderr=True, quiet=not show_progress)
@@ -191,18 +203,28 @@ def rebuild(
             t0 = time.perf_counter()
             states: list[UserState] = []
             vectors: list[np.ndarray] = []
+            unassign: list[UserState] = []
             total = 0
             for s, v in stores.users.scan(batch=512):
                 total += 1
                 if v is not None:
                     states.append(s)
                     vectors.append(v / max(float(np.linalg.norm(v)), 1e-12))
+                elif s.prototype_id is not None or s.assigned_version is not None:
+                    unassign.append(s)
             report.users, report.users_with_vector = total, len(states)
             if len(states) < 2:
                 raise RefinementError(f"need at least 2 users with feedback, have {len(states)}")
             V = np.stack(vectors).astype(np.float32)
             k_eff = min(k, len(states))
-            emb_file = out / "train_embeddings.npz"
+            ids = np.array([s.user_id for s in states])
+            # saved labels and picks are row indices of the scan that made them
+            for stage, f in (("embed", emb_file), ("kmeans", km_file)):
+                if stage in done["stages"] and not _same_ids(f, ids):
+                    console.log(f"rebuild: the users changed since {stage}; restarting from embed")
+                    done = afresh()
+                    break
+            report.resumed_from = done["stages"][-1] if done["stages"] else None
             if "embed" not in done["stages"]:
                 rng = np.random.default_rng(seed)
                 with_hist = [i for i, s in enumerate(states) if s.history]
@@ -221,7 +243,7 @@ def rebuild(
                 lens = np.array([len(q) for q in qs])
                 np.savez(
                     emb_file, pick=np.array(pick), lens=lens,
-                    q=np.concatenate(qs), d=np.concatenate(ds),
+                    q=np.concatenate(qs), d=np.concatenate(ds), ids=ids,
                 )  # fmt: skip
                 finish("embed")
             report.seconds["embed"] = time.perf_counter() - t0
@@ -232,10 +254,10 @@ def rebuild(
             report.train_users = len(pick)
 
             t0 = time.perf_counter()
-            km_file = out / "kmeans.npz"
+            resumed_refine = "kmeans" in done["stages"]
             if "kmeans" not in done["stages"]:
                 km = KMeans(n_clusters=k_eff, n_init=10, random_state=seed).fit(V)
-                np.savez(km_file, labels=km.labels_, centers=km.cluster_centers_)
+                np.savez(km_file, labels=km.labels_, centers=km.cluster_centers_, ids=ids)
                 finish("kmeans")
             km_blob = np.load(km_file)
             labels, centers = km_blob["labels"], km_blob["centers"]
@@ -244,7 +266,6 @@ def rebuild(
             t0 = time.perf_counter()
             samples = leave_one_out(list(qs), list(ds), labels[pick], cfg.history)
             report.samples = len(samples)
-            ckpt = out / "refine_checkpoint.pt"
             refiner = Refiner.new(centers, cfg)
             refiner.mu = np.stack(
                 [
@@ -254,10 +275,15 @@ def rebuild(
             ).astype(np.float32)
             start, opt_state, losses = 0, None, []
             initial = refiner.evaluate(samples)
-            if resume and ckpt.exists() and "refine" not in done["stages"]:
+            c: dict[str, Any] | None = None
+            if resumed_refine and ckpt.exists() and "refine" not in done["stages"]:
                 import torch
 
                 c = torch.load(ckpt, weights_only=False)
+                if c.get("run") != done["run"] or c.get("k") != k_eff:
+                    console.log("rebuild: ignoring a refine checkpoint of another run")
+                    c = None
+            if c is not None:
                 refiner.net.load_state_dict(c["state_dict"])
                 refiner.prev = c["prev"]
                 start, opt_state, losses, initial = c["epoch"], c["opt"], c["losses"], c["initial"]
@@ -273,13 +299,14 @@ def rebuild(
                     torch.save(
                         {"state_dict": refiner.net.state_dict(), "prev": refiner.prev,
                          "epoch": epoch + 1, "opt": opt_state, "losses": losses,
-                         "initial": initial},
+                         "initial": initial, "run": done["run"], "k": k_eff},
                         ckpt,
                     )  # fmt: skip
                     progress.advance(task)
                     console.log(f"epoch {epoch + 1}/{epochs}: loss {ep_losses[-1]:.4f}")
                 refiner.save(refiner_path(settings), {"losses": losses, "initial": initial})
                 finish("refine")
+                ckpt.unlink(missing_ok=True)  # refiner.pt holds the result
             else:
                 refiner = Refiner.load(refiner_path(settings))
                 meta = __import__("torch").load(refiner_path(settings), weights_only=False)
@@ -292,7 +319,7 @@ def rebuild(
             new_labels = np.argmax(V @ A.T, axis=1)
             report.moved_by_refinement = float(np.mean(new_labels != labels))
             if "assign" not in done["stages"]:
-                _assign_all(stores, states, V, new_labels, A, seed, settings, progress)
+                _assign_all(stores, states, V, new_labels, A, seed, settings, progress, unassign)
                 finish("assign")
             report.sizes = {int(j): int((new_labels == j).sum()) for j in range(k_eff)}
             report.seconds["assign"] = time.perf_counter() - t0
@@ -309,6 +336,14 @@ def rebuild(
             stores.close()
 
 
+def _same_ids(path: Path, ids: np.ndarray) -> bool:
+    """Whether the stage file ``path`` was made from the users ``ids``, in this order."""
+    if not path.exists():
+        return False
+    with np.load(path) as blob:
+        return "ids" in blob.files and np.array_equal(blob["ids"], ids)
+
+
 def _assign_all(
     stores: Stores,
     states: list[UserState],
@@ -318,19 +353,26 @@ def _assign_all(
     seed: int,
     settings: Settings,
     progress: Any,
+    unassign: Sequence[UserState] = (),
 ) -> None:
     from prototypes.assign import PrototypeAssigner
     from prototypes.clustering import OnlineClusterer
 
     old = {p.prototype_id: p for p in stores.prototypes.all()}
     k, d = A.shape
-    task = progress.add_task("reassign users", total=len(states))
+    task = progress.add_task("reassign users", total=len(states) + len(unassign))
     batch: list[tuple[UserState, np.ndarray | None]] = []
-    for s, v, j in zip(states, V, labels, strict=True):
-        s.prototype_id = int(j)
-        s.assigned_vector = v.astype(np.float64).tolist()
-        s.assigned_query = list(s.query_embedding)
-        s.assigned_version = s.version
+    # users without a search vector belong to no new prototype: stale ids would be recounted
+    items = [(s, None, None) for s in unassign] + list(zip(states, V, labels, strict=True))
+    for s, v, j in items:
+        if v is None:
+            s.prototype_id, s.assigned_version = None, None
+            s.assigned_vector, s.assigned_query = [], []
+        else:
+            s.prototype_id = int(j)
+            s.assigned_vector = v.astype(np.float64).tolist()
+            s.assigned_query = list(s.query_embedding)
+            s.assigned_version = s.version
         batch.append((s, v))
         if len(batch) >= 512:
             stores.users.put_many(batch)
@@ -355,9 +397,12 @@ def _assign_all(
                 query_centroid=np.mean(qs, axis=0).tolist() if qs else [],
                 z=A[j].astype(np.float64).tolist(),
                 size=int(m.sum()),
+                query_size=len(qs),
                 refined=True,
-                outcomes=prev.outcomes if prev else 0,
-                correct=prev.correct if prev else 0,
+                # a new clustering: prototype j is not the group it was, so its online
+                # accuracy starts again (the version keeps counting, for compacted readers)
+                outcomes=0,
+                correct=0,
                 version=(prev.version + 1) if prev else 1,
             )
         )

@@ -9,7 +9,7 @@ import numpy as np
 from infra.contracts import PrototypeState
 from prototypes.assign import PrototypeAssigner, to_state
 from prototypes.clustering import OnlineClusterer
-from prototypes.protocol import UserState
+from prototypes.protocol import Prototype, UserState
 from prototypes.stores import Stores
 from tests.prototypes.conftest import DIM, unit
 
@@ -124,5 +124,56 @@ def test_recount_keeps_the_query_count_of_members_without_a_query(stores: Stores
     late = UserState(user_id="l", version=1)
     p = a.assign(late, v, -q)
     assert p is not None and p.size == 3
+    # the two members with a query: q and -q, whose mean is 0 (not (2q - q) / 3)
+    np.testing.assert_allclose(p.query_centroid, np.zeros(DIM), atol=1e-6)
+
+
+def test_losing_the_search_vector_unassigns_the_user(stores: Stores) -> None:
+    a = make(stores)
+    v = unit(np.ones(DIM))
+    q = unit(np.arange(1, DIM + 1, dtype=float))
+    stay, gone = UserState(user_id="stay", version=1), UserState(user_id="gone", version=1)
+    a.assign(stay, v, q)
+    a.assign(gone, v, -q)
+    assert stay.prototype_id == gone.prototype_id
+    gone.version = 2
+    assert a.assign(gone, None, None) is None
+    assert gone.prototype_id is None and gone.assigned_version is None
+    assert gone.assigned_vector == [] and gone.assigned_query == []
+    p = stores.prototypes.get(stay.prototype_id)  # type: ignore[arg-type]
+    assert p is not None and (p.size, p.query_size) == (1, 1)
+    np.testing.assert_allclose(p.query_centroid, q, atol=1e-6)
+    stores.users.put(stay, v)
+    stores.users.put(gone, None)
+    assert [p.size for p in a.recount(stores.users)] == [1]
+
+
+def test_leaving_a_prototype_that_never_counted_the_user_keeps_the_sums(stores: Stores) -> None:
+    stores.prototypes.put([Prototype(prototype_id=0, centroid=[], size=0)])
+    c = OnlineClusterer(n_clusters=1, dim=DIM, project_dim=None)
+    a = PrototypeAssigner(stores.prototypes, c, None)
+    v = unit(np.ones(DIM))
+    stale = UserState(
+        user_id="s", version=2, prototype_id=0, assigned_version=1,
+        assigned_vector=v.tolist(), assigned_query=v.tolist(),
+    )  # fmt: skip
+    p = a.assign(stale, v, v)
+    assert p is not None and (p.prototype_id, p.size, p.query_size) == (0, 1, 1)
+    np.testing.assert_allclose(p.centroid, v, atol=1e-9)
+    np.testing.assert_allclose(p.query_centroid, v, atol=1e-9)
+
+
+def test_query_centroid_stays_exact_across_a_restart(stores: Stores, tmp_path: Path) -> None:
+    a = make(stores, tmp_path / "clusterer.pkl")
+    v = unit(np.ones(DIM))
+    q = unit(np.arange(1, DIM + 1, dtype=float))
+    a.assign(UserState(user_id="q", version=1), v, q)
+    p = a.assign(UserState(user_id="n", version=1), v, None)  # same prototype, no query
+    assert p is not None and (p.size, p.query_size) == (2, 1)
+    a.checkpoint()
+    b = make(stores, tmp_path / "clusterer.pkl")
+    assert b.restore()
+    p = b.assign(UserState(user_id="l", version=1), v, -q)
+    assert p is not None and (p.size, p.query_size) == (3, 2)
     # the two members with a query: q and -q, whose mean is 0 (not (2q - q) / 3)
     np.testing.assert_allclose(p.query_centroid, np.zeros(DIM), atol=1e-6)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from prototypes.prior import cold_start_prior, global_prior, prior_scores, user_prior
@@ -39,3 +41,21 @@ def test_cold_start_routes_by_query(stores: Stores) -> None:
     g = global_prior(stores.prototypes)
     assert g is not None
     np.testing.assert_allclose(g[:2], [0.75, 0.25])
+
+
+def test_refined_prior_cache_answers_every_text_when_full(minilm: Any) -> None:
+    from prototypes.prior import RefinedPrior
+    from prototypes.refine import RefineConfig, Refiner
+
+    dim = int(minilm.dim)
+    prior = RefinedPrior(
+        Refiner.new(np.eye(dim)[:2].astype(np.float32), RefineConfig()), minilm, cache_size=4
+    )
+    prior._embed(["a", "b", "c", "d"])  # full; "a" is the oldest
+    got = prior._embed(["a", "x"])  # a hit and a miss: making room for "x" must not lose "a"
+    np.testing.assert_allclose(got, minilm.embed(["a", "x"]), atol=1e-5)
+    assert list(prior._cache) == ["c", "d", "a", "x"]  # least recently used went first
+    small = RefinedPrior(prior.refiner, minilm, cache_size=2)
+    more = small._embed(["p", "q", "r", "p"])  # more new texts than the cache holds
+    np.testing.assert_allclose(more, minilm.embed(["p", "q", "r", "p"]), atol=1e-5)
+    assert len(small._cache) == 2

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from prototypes.protocol import Ledger, Prototype, PrototypeStore, UserState, UserStore, point_id
 from prototypes.stores import Stores
+from prototypes.stores.codec import prototype_from_payload, prototype_payload
 from tests.prototypes.conftest import DIM, item, unit
 
 
@@ -103,6 +106,25 @@ def test_prototype_store(stores: Stores) -> None:
     assert {p.prototype_id for p, _ in two} == {0, 7}  # the empty prototype has no vector
     stores.prototypes.delete_all()
     assert stores.prototypes.all() == []
+
+
+def test_prototype_query_size_roundtrips(stores: Stores) -> None:
+    p = Prototype(prototype_id=4, centroid=vec(1).tolist(), query_centroid=vec(0, 1).tolist(),
+                  size=3, query_size=1)  # fmt: skip
+    stores.prototypes.put([p])
+    got = stores.prototypes.get(4)
+    assert got is not None and (got.size, got.query_size) == (3, 1)
+    assert [(q.size, q.query_size) for q in stores.prototypes.all()] == [(3, 1)]
+    hit = stores.prototypes.nearest(vec(0, 1), by="query_centroid")[0][0]
+    assert hit.query_size == 1
+
+
+def test_prototype_stored_without_query_size_loads_with_its_size() -> None:
+    payload = prototype_payload(Prototype(prototype_id=1, centroid=[1.0], size=5, query_size=2))
+    state = json.loads(payload["state"])
+    del state["query_size"]  # written before query_size existed
+    old = prototype_from_payload({**payload, "state": json.dumps(state)})
+    assert (old.size, old.query_size) == (5, 5)
 
 
 def test_ledger_is_exact(stores: Stores) -> None:
