@@ -68,10 +68,11 @@ async def handle_profile(rt: StreamRuntime, rec: Record) -> UserState | None:
     if state is None:
         # applied before, perhaps by a worker that crashed before its PersonaState was
         # sent: send the user's state again (compacted, so once more is harmless)
-        current = await loop.run_in_executor(rt.feedback_pool, svc.user, profile.user_id)
-        if rt.config.publish_states and current is not None:
-            msg = encode_value(svc.persona_state(current))
-            await rt.publisher.send(PERSONAS, current.user_id.encode(), msg)
+        if rt.config.publish_states:
+            current = await loop.run_in_executor(rt.feedback_pool, svc.user, profile.user_id)
+            if current is not None:
+                msg = encode_value(svc.persona_state(current))
+                await rt.publisher.send(PERSONAS, current.user_id.encode(), msg)
         dup = InvalidEventError(
             "duplicate_id", f"profile event_id {profile.event_id!r} was already applied", rec.topic
         )

@@ -444,8 +444,6 @@ class StreamRuntime:
                 continue
             last_state[out.user_id] = out.state
             protos.update(out.touched)
-            if out.status == "replay" and out.state.prototype_id is not None:
-                protos.add(out.state.prototype_id)
         msgs = [
             (PERSONAS, uid.encode(), encode_value(svc.persona_state(st)))
             for uid, st in last_state.items()
@@ -565,11 +563,8 @@ class StreamRuntime:
         self._marks.add(mark)
         mark.add_done_callback(self._mark_done)
         count_processed(REWARD_REQUESTS)
-        try:
-            LIVE.record_reward(result, source="stream", latency_s=time.perf_counter() - t0)
-        except Exception:  # the dashboard's view; the reward is already published
-            self.counters["live_record_errors"] += 1
-            log.exception("recording reward %s for the dashboard failed", req.request_id)
+        if not LIVE.try_record_reward(result, source="stream", latency_s=time.perf_counter() - t0):
+            self.counters["live_record_errors"] += 1  # the reward is published all the same
         self.counters[f"rewards_{result.mode}"] += 1
         self._trace("reward", 1, lag_ms, clock.ms, score_ms)
         return result

@@ -98,7 +98,9 @@ from stream.gen_queue import PERSONA, REWARD, GenerationQueue
 from stream.served import ServedLog, ServedReward, text_hash
 
 if TYPE_CHECKING:
+    from prototypes.assign import PrototypeAssigner
     from prototypes.protocol import Embedder
+    from prototypes.stores import Stores
     from reward.protocol import GenerationBackend
     from stream.metarm_online import OnlineMetaRM
 
@@ -128,7 +130,8 @@ class ApplyOutcome:
     """The user's state right after this event (applied events), or as stored (replays)."""
     touched: list[int] = field(default_factory=list)
     """Prototypes whose statistics this event changed: the one the user joined,
-    the one they left, the one whose served reward it scored."""
+    the one they left, the one whose served reward it scored (for a replay, the
+    user's stored prototype)."""
 
 
 # Feedback event ids are ledger keys as they are; ids (infra.contracts.Id) hold no
@@ -509,7 +512,9 @@ class PgenrmService:
                 and st.offsets.get(part, -1) >= off
             ):
                 out.status = "replay"  # checked first: a replay's id may be in the ledger
-                out.state = st  # durable; its states may not have been published before the crash
+                # durable, but its states may not have been published before the crash
+                out.state = st
+                out.touched = [st.prototype_id] if st.prototype_id is not None else []
                 replay_ids.append(ev.event_id)
             elif ev.event_id in seen or ev.event_id in batch_ids:
                 out.status = "duplicate"
@@ -1252,7 +1257,7 @@ class _Tally:
             observe_outcome(mode, outcome)
 
 
-def _recount_prototypes(assigner: Any, stores: Any, marker: Path) -> None:
+def _recount_prototypes(assigner: PrototypeAssigner, stores: Stores, marker: Path) -> None:
     """Bring prototype statistics back in line with the stored users, then clear ``marker``.
 
     After a crash inside a batch (on open) and after a batch that raised.

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -50,6 +51,8 @@ from stream.api.protocol import (
     PrototypeSummary,
     StatsSnapshot,
 )
+
+log = logging.getLogger(__name__)
 
 REWARDS_SERIES = "rewards"
 
@@ -143,6 +146,19 @@ class LiveStats:
         self._last_counts: dict[str, float] = {}
 
     # --- hooks -----------------------------------------------------------------
+
+    def try_record_reward(
+        self, result: RewardResult, *, source: str, latency_s: float | None = None
+    ) -> bool:
+        """:meth:`record_reward`, for a reward already handed out: a failure is logged and
+        counted (``pgenrm_live_record_failures``), never raised; False when it failed."""
+        try:
+            self.record_reward(result, source=source, latency_s=latency_s)
+        except Exception:
+            am.LIVE_RECORD_FAILURES.inc()
+            log.exception("dashboard feed failed to record reward %s", result.request_id)
+            return False
+        return True
 
     def record_reward(
         self,

@@ -69,7 +69,7 @@ LAG_PROBE_FAILURES = Counter(
 )
 LIVE_RECORD_FAILURES = Counter(
     "pgenrm_live_record_failures",
-    "Rewards served over HTTP that the dashboard feed failed to record (still answered).",
+    "Rewards the dashboard feed failed to record (still answered, over HTTP or the stream).",
 )
 
 

@@ -22,7 +22,6 @@ from infra.contracts import FeedbackEvent, RewardRequest, RewardResult, UserProf
 from infra.exceptions import BrokerError, InvalidEventError, PgenrmError
 from prototypes.exceptions import PrototypeError
 from reward.exceptions import RewardError
-from stream.api import metrics as am
 from stream.api.live import LiveStats
 from stream.api.protocol import (
     ErrorBody,
@@ -89,11 +88,8 @@ class ApiServing:
             return ErrorBody.of(
                 409, "conflict", f"request_id {request.request_id!r} was already answered"
             )
-        try:
-            self.live.record_reward(result, source="http")
-        except Exception:  # the id is marked answered: losing the answer would make a retry 409
-            am.LIVE_RECORD_FAILURES.inc()
-            log.exception("dashboard feed failed to record reward %s", request.request_id)
+        # the id is marked answered: a dashboard failure must not lose the answer (a retry is 409)
+        self.live.try_record_reward(result, source="http")
         return result
 
     def feedback(self, event: FeedbackEvent) -> FeedbackAccepted | ErrorBody:

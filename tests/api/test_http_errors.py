@@ -169,7 +169,9 @@ def test_oversize_error_maps_to_413() -> None:
 
 
 def test_lag_probe_finds_topics_created_later(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The API may start before the worker creates its topics (see test_kafka for the broker)."""
+    """The API may start before the worker creates its topics (test_kafka checks that on the
+    broker); partitions added later need CreatePartitions, which tansu does not implement, so
+    the clients are stand-ins here."""
     import infra.kafka
     from stream.api.lag import LagProbe
 
