@@ -220,18 +220,51 @@ def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
     return out
 
 
+def child_pids(pid: int) -> list[int]:
+    """Pids of a process's children (embedding shard processes, the resource tracker)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return sorted(out)
+
+
+def pss_mb(pid: int) -> float | None:
+    """Proportional set size of a process in MB (shared pages split among their users)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worker_memory(pid: int) -> dict[str, float | None]:
+    """PSS in MB of the worker and of its child processes together (embedding shards)."""
+    children = [m for c in child_pids(pid) if (m := pss_mb(c)) is not None]
+    return {"worker_pss_mb": pss_mb(pid), "children_pss_mb": sum(children) if children else 0.0}
+
+
 def thread_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds so far of a process's threads, summed by thread name (``/proc``)."""
+    """CPU seconds so far of a process's threads, summed by thread name (``/proc``).
+
+    Threads of its child processes count as ``child/<name>``.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    for owner, prefix in [(pid, ""), *((c, "child/") for c in child_pids(pid))]:
+        for stat in Path(f"/proc/{owner}/task").glob("*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue
+            name = prefix + text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -266,7 +299,11 @@ def read_cpu(pids: dict[str, int | None]) -> Reading:
     """CPU seconds of the processes, the machine's ticks, the worker's and the bench's threads."""
     worker = pids.get("worker")
     threads = thread_seconds(worker) if worker else {}
-    return cpu_seconds(pids), machine_ticks(), threads, own_thread_seconds()
+    procs = cpu_seconds(pids)
+    if worker:
+        children = cpu_seconds({str(c): c for c in child_pids(worker)})
+        procs["worker_children"] = sum(children.values())
+    return procs, machine_ticks(), threads, own_thread_seconds()
 
 
 def cores_used(before: Reading, after: Reading, seconds: float) -> dict[str, Any]:
@@ -340,17 +377,25 @@ def raw_embed_rate(
     workers: int = 1,
     graph: EmbedderGraph = "traced",
     pin: bool | None = None,
+    processes: bool = False,
 ) -> float:
     """Events/s of raw MiniLM over the same texts, in batches of ``batch`` events.
 
     ``workers`` > 1 shards each call over that many one-core threads (the
     worker's layout); 1 is one call with torch's thread team. ``graph`` is the
-    forward pass (TorchScript or eager); ``pin`` pins the shards as the worker does.
+    forward pass (TorchScript or eager); ``pin`` pins the shards as the worker does;
+    ``processes`` runs the shards in child processes.
     """
     from prototypes.embedder import context_text, load_embedder
 
     emb = load_embedder(
-        "minilm", batch_size=embed_batch, dtype=dtype, workers=workers, graph=graph, pin=pin
+        "minilm",
+        batch_size=embed_batch,
+        dtype=dtype,
+        workers=workers,
+        graph=graph,
+        pin=pin,
+        processes=processes,
     )
     emb.embed(["warm up"] * (embed_batch + 1))
     t0 = time.perf_counter()
@@ -372,8 +417,9 @@ def raw_embed_layouts(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Events/s of every way to embed on this machine with the worker's settings.
 
-    One call on torch's thread team or shards on one-core threads, traced or eager:
-    the limit is the fastest, whichever layout the worker uses.
+    One call on torch's thread team, shards on one-core threads (traced or eager), or
+    traced shards in child processes: the limit is the fastest, whichever layout the
+    worker uses.
     """
     import torch
 
@@ -399,6 +445,10 @@ def raw_embed_layouts(
             layouts[f"{graph}_{shards}_shards"] = raw_embed_rate(
                 events, batch, embed_batch, dtype, shards, graph, pin
             )
+    if shards > 1:
+        layouts[f"traced_{shards}_processes"] = raw_embed_rate(
+            events, batch, embed_batch, dtype, shards, "traced", pin, processes=True
+        )
     meta = {
         "torch_threads": torch_threads,
         "embed_batch": embed_batch,
@@ -520,6 +570,7 @@ def main() -> None:
             full_rate = len(events) / (t_done - t0)
             phases["throughput"] = (w0, time.time())
             results["throughput_cpu_cores"] = cores_used(cpu0, read_cpu(pids), t_done - t0)
+            results["memory_after_throughput"] = worker_memory(proc.pid)
             console.print(f"full feedback path: {full_rate:,.0f} events/s")
             watcher.close()  # the latency phase needs a responsive observer
             watcher = Watcher(s, args.client_fetch_wait_ms)
@@ -856,6 +907,9 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
                 f"{k} {v:.2f}" for k, v in r[f"{phase}_cpu_cores"].items() if isinstance(v, float)
             )
             console.print(f"[dim]cores busy during the {phase} phase: {used}[/dim]")
+    if mem := r.get("memory_after_throughput"):
+        shown = ", ".join(f"{k.removesuffix('_pss_mb')} {v:,.0f} MB" for k, v in mem.items() if v)
+        console.print(f"[dim]memory (PSS) after the throughput phase: {shown}[/dim]")
     if r.get("trace_unparsed_lines"):
         console.print(
             f"[yellow]{r['trace_unparsed_lines']} worker trace lines could not be parsed[/yellow]"

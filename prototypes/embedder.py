@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from infra.hardware import name_os_thread
+from prototypes.embed_processes import ProcessShards
 from prototypes.exceptions import EmbedderError
 from prototypes.passes import balanced_passes
 from prototypes.traced_encoder import TracedEncoder, trace_encoder
@@ -50,7 +51,9 @@ EmbedderDtype = Literal["auto", "float32", "bfloat16"]
 EmbedderGraph = Literal["traced", "eager"]
 log = logging.getLogger(__name__)
 
-_CACHE: dict[tuple[str, str, int, str, int, str, bool | None], SentenceTransformerEmbedder] = {}
+_CACHE: dict[
+    tuple[str, str, int, str, int, str, bool | None, bool], SentenceTransformerEmbedder
+] = {}
 _LOCK = threading.Lock()
 
 
@@ -104,6 +107,12 @@ class SentenceTransformerEmbedder:
         Measured on the 2-core EPYC: the feedback path's ratio to raw embedding,
         median 0.83 over 8 runs pinned (0.67-0.85), 0.79 over 7 unpinned
         (0.73-0.86): inside the runs' scatter (README).
+    processes
+        Run the ``workers`` shards in child processes instead of threads
+        (:class:`~prototypes.embed_processes.ProcessShards`; ``pin`` pins the
+        children), so that a shard never waits for this process's GIL. Calls up
+        to ``batch_size`` texts still run here, in the calling thread. Needs the
+        traced graph (threads otherwise, with a warning).
     """
 
     def __init__(
@@ -116,6 +125,7 @@ class SentenceTransformerEmbedder:
         workers: int = 1,
         graph: EmbedderGraph = "traced",
         pin: bool | None = None,
+        processes: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -140,7 +150,10 @@ class SentenceTransformerEmbedder:
         self._device_type = device.split(":")[0]
         self.workers = workers if self._device_type == "cpu" else 1
         self.pin = pin
+        self.processes = processes and self.workers > 1
+        """Shards run in child processes (:mod:`prototypes.embed_processes`), not threads."""
         self._pool: cf.ThreadPoolExecutor | None = None
+        self._children: ProcessShards | None = None
         self._pool_lock = threading.Lock()
         self._traced: TracedEncoder | None = None
         self.graph: EmbedderGraph = "eager"
@@ -151,6 +164,9 @@ class SentenceTransformerEmbedder:
                 self.graph = "traced"
             except EmbedderError as exc:
                 log.warning("embedding with the eager model: %s", exc)
+        if self.processes and self._traced is None:
+            log.warning("embedding shards run on threads: child processes need the traced graph")
+            self.processes = False
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows.
@@ -166,21 +182,23 @@ class SentenceTransformerEmbedder:
         return self._embed_one(texts)
 
     def _embed_sharded(self, texts: Sequence[str]) -> np.ndarray:
-        # one forward pass per task, longest texts first, pulled by whichever thread is
-        # free: a thread slowed by the rest of the process takes fewer passes, instead of
+        # one forward pass per task, longest texts first, pulled by whichever shard is
+        # free: a shard slowed by the rest of the process takes fewer passes, instead of
         # its half of the call finishing last while the other core idles
-        return self._by_pass(texts, self._shard_pool().map, self._embed_one, self.workers)
+        if self.processes:
+            return self._by_pass(texts, self.child_processes().map, self.workers)
+        pool = self._shard_pool()
+        return self._by_pass(texts, lambda ps: pool.map(self._embed_one, ps), self.workers)
 
     def _by_pass(
         self,
         texts: Sequence[str],
-        mapper: Callable[..., Iterable[np.ndarray]],
-        embed_pass: Callable[[list[str]], np.ndarray],
+        run_passes: Callable[[list[list[str]]], Iterable[np.ndarray]],
         shards: int,
     ) -> np.ndarray:
-        """``embed_pass`` over the passes of ``texts`` for ``shards`` threads, in text order."""
+        """``run_passes`` over the passes of ``texts`` for ``shards`` shards, in text order."""
         passes = balanced_passes([len(t) for t in texts], self.batch_size, shards)
-        parts = mapper(lambda idx: embed_pass([texts[i] for i in idx]), passes)
+        parts = run_passes([[texts[i] for i in idx] for idx in passes])
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx, part in zip(passes, parts, strict=True):
             out[idx] = part
@@ -200,11 +218,34 @@ class SentenceTransformerEmbedder:
                 )
             return self._pool
 
+    def child_processes(self) -> ProcessShards:
+        """The child processes that embed the shards (started on first use)."""
+        if self._traced is None:
+            raise EmbedderError("embedding child processes need the traced graph")
+        with self._pool_lock:
+            if self._children is None:
+                cores = shard_cores()
+                if not (self.pin or (self.pin is None and self.workers >= len(cores))):
+                    cores = []
+                self._children = ProcessShards(self._traced, workers=self.workers, cores=cores)
+            return self._children
+
+    def close(self) -> None:
+        """Stop the shard threads and child processes (the next call starts them again)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+            children, self._children = self._children, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if children is not None:
+            children.close()
+
     def _embed_one(self, texts: Sequence[str]) -> np.ndarray:
         if self._traced is not None:
             if len(texts) <= self.batch_size:
                 return self._traced(texts)
-            return self._by_pass(texts, map, self._traced, 1)
+            traced = self._traced
+            return self._by_pass(texts, lambda ps: map(traced, ps), 1)
         import torch
 
         with torch.autocast(self._device_type, torch.bfloat16, enabled=self.dtype == "bfloat16"):
@@ -306,9 +347,13 @@ def load_embedder(
     workers: int = 1,
     graph: EmbedderGraph = "traced",
     pin: bool | None = None,
+    processes: bool = False,
 ) -> SentenceTransformerEmbedder:
-    """Return the cached embedder called ``name`` (loading it on first use)."""
-    key = (name, device, batch_size, dtype, workers, graph, pin)
+    """Return the cached embedder called ``name`` (loading it on first use).
+
+    With ``processes``, its shard child processes are started and loaded before it returns.
+    """
+    key = (name, device, batch_size, dtype, workers, graph, pin, processes)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
@@ -320,7 +365,10 @@ def load_embedder(
                 workers=workers,
                 graph=graph,
                 pin=pin,
+                processes=processes,
             )
+            if emb.processes:
+                emb.child_processes().start()
             _CACHE[key] = emb
         return emb
 

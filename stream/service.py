@@ -295,6 +295,7 @@ class PgenrmService:
                 workers=default_workers(settings.models.embedder_workers),
                 pin=settings.models.embedder_pin_shards,
                 graph=settings.models.embedder_graph,
+                processes=settings.models.embedder_shard_processes,
             )
         if stores is None:
             stores = open_stores(settings, dim=embedder.dim)
