@@ -8,7 +8,10 @@ the local cache) works by name. Loading is slow, so one instance per
 On CPU a large call is split over ``workers`` threads, each running torch on one
 core: one OpenMP team over all cores spins at its barriers whenever another
 thread (the broker, the store, the event loop) takes a core, and on the 2-core
-box that cost the feedback path a fifth of its speed.
+box that cost the feedback path a fifth of its speed. With ``processes`` the
+shards run in child processes instead (:mod:`prototypes.embed_processes`), so
+that none of them waits for this process's GIL; the stream service does so by
+default.
 
 ``dtype="auto"`` runs the forward pass under bf16 autocast on a CPU with native
 bf16 (AMX or AVX512-BF16) and in float32 elsewhere. Autocast keeps LayerNorm,
@@ -353,7 +356,7 @@ def load_embedder(
 
     With ``processes``, its shard child processes are started and loaded before it returns.
     """
-    key = (name, device, batch_size, dtype, workers, graph, pin, processes)
+    key = (name, device, batch_size, dtype, workers, graph, pin, processes and workers > 1)
     with _LOCK:
         emb = _CACHE.get(key)
         if emb is None:
