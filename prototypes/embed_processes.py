@@ -22,7 +22,7 @@ Examples
 --------
 >>> from prototypes.embed_processes import ProcessShards
 >>> from prototypes.embedder import load_embedder
->>> enc = load_embedder("minilm", dtype="float32")._traced
+>>> enc = load_embedder("minilm", dtype="float32").traced
 >>> shards = ProcessShards(enc, workers=2, cores=[])
 >>> [v.shape for v in shards.map([["a quiet hotel"], ["a party hotel", "a spa"]])]
 [(1, 384), (2, 384)]

@@ -171,6 +171,11 @@ class SentenceTransformerEmbedder:
             log.warning("embedding shards run on threads: child processes need the traced graph")
             self.processes = False
 
+    @property
+    def traced(self) -> TracedEncoder | None:
+        """The traced forward pass, or None when this embedder runs the eager model."""
+        return self._traced
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns ``(len(texts), dim)`` float32 with unit rows.
 

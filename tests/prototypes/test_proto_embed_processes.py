@@ -121,7 +121,7 @@ def test_a_child_whose_vectors_differ_never_takes_work(
     in_children: SentenceTransformerEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    shards = ProcessShards(Negated(in_children._traced), workers=1, cores=[])
+    shards = ProcessShards(Negated(in_children.traced), workers=1, cores=[])
     with pytest.raises(EmbedderError, match="failed to start"):
         shards.start()
     assert shards.pids() == []
