@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def bf16_supported() -> bool:
     """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX).
@@ -25,12 +27,25 @@ def usable_cores() -> int:
     >>> usable_cores() >= 1
     True
     """
-    import os
-
     try:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+def pin_this_thread(core: int) -> None:
+    """Run the calling thread on ``core`` only (Linux; elsewhere, or when refused, a warning).
+
+    >>> import threading
+    >>> t = threading.Thread(target=pin_this_thread, args=(min(os.sched_getaffinity(0)),))
+    >>> t.start(); t.join()
+    """
+    import logging
+
+    try:
+        os.sched_setaffinity(0, {core})  # pid 0: this thread only
+    except (AttributeError, OSError) as exc:  # pragma: no cover - not Linux, or a mask changed
+        logging.getLogger(__name__).warning("cannot pin a thread to core %d: %s", core, exc)
 
 
 OS_THREAD_PREFIX = "pgenrm-"

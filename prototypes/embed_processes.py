@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
-import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -48,10 +47,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from infra.hardware import pin_this_thread
 from prototypes.exceptions import EmbedderError
-from prototypes.traced_encoder import GRAPH_FILE, META_FILE, PROBE, TOKENIZER_FILE
-
-log = logging.getLogger(__name__)
+from prototypes.traced_encoder import GRAPH_FILE, META_FILE, TOKENIZER_FILE, probe_vectors
 
 PARENT_POLL_S = 0.5
 """How often a child checks that its parent is still alive."""
@@ -119,7 +117,7 @@ class ProcessShards:
         folder = Path(tempfile.mkdtemp(prefix="pgenrm-shards-"))
         try:
             self._encoder.save(folder)
-            expected = _probe(self._encoder)
+            expected = probe_vectors(self._encoder)
             # spawn, not fork: the parent runs torch, the broker clients and the
             # store on threads, which a forked child would inherit mid-state
             ctx = mp.get_context("spawn")
@@ -188,10 +186,6 @@ class ProcessShards:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _probe(encoder: SavableEncoder | _ChildEncoder) -> np.ndarray:
-    return np.concatenate([encoder(PROBE[:2]), encoder(PROBE[2:])])
-
-
 def _wait_loaded(pool: cf.ProcessPoolExecutor, workers: int) -> list[int]:
     seen: set[int] = set()
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -253,12 +247,9 @@ def _start_child(folder: str, expected: np.ndarray, cores: Any, parent: int) -> 
     torch.set_num_threads(1)
     core = cores.get()
     if core is not None:
-        try:
-            os.sched_setaffinity(0, {core})
-        except OSError as exc:  # pragma: no cover - a mask changed since the parent looked
-            log.warning("cannot pin an embedding child to core %d: %s", core, exc)
+        pin_this_thread(core)
     encoder = _ChildEncoder(Path(folder))
-    cos = (_probe(encoder) * expected).sum(axis=1)
+    cos = (probe_vectors(encoder) * expected).sum(axis=1)
     if not float(cos.min()) >= MIN_CHILD_COSINE:
         raise EmbedderError(f"an embedding child's vectors differ (cosine {cos.min():.6f})")
     _CHILD = encoder

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from infra.hardware import name_os_thread
+from infra.hardware import name_os_thread, pin_this_thread
 from prototypes.embed_processes import ProcessShards
 from prototypes.exceptions import EmbedderError
 from prototypes.passes import balanced_passes
@@ -215,14 +215,11 @@ class SentenceTransformerEmbedder:
     def _shard_pool(self) -> cf.ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                cores = shard_cores()
-                if not (self.pin or (self.pin is None and self.workers >= len(cores))):
-                    cores = []
                 self._pool = cf.ThreadPoolExecutor(
                     self.workers,
                     thread_name_prefix="pgenrm-embed-shard",
                     initializer=_shard_thread,
-                    initargs=(cores, itertools.count()),
+                    initargs=(self._pin_cores(), itertools.count()),
                 )
             return self._pool
 
@@ -232,11 +229,17 @@ class SentenceTransformerEmbedder:
             raise EmbedderError("embedding child processes need the traced graph")
         with self._pool_lock:
             if self._children is None:
-                cores = shard_cores()
-                if not (self.pin or (self.pin is None and self.workers >= len(cores))):
-                    cores = []
-                self._children = ProcessShards(self._traced, workers=self.workers, cores=cores)
+                self._children = ProcessShards(
+                    self._traced, workers=self.workers, cores=self._pin_cores()
+                )
             return self._children
+
+    def _pin_cores(self) -> list[int]:
+        """The cores to pin the shards to in turn (``pin``'s rule), or none."""
+        cores = shard_cores()
+        if self.pin or (self.pin is None and self.workers >= len(cores)):
+            return cores
+        return []
 
     def close(self) -> None:
         """Stop the shard threads and child processes (the next call starts them again)."""
@@ -297,11 +300,7 @@ def _shard_thread(cores: list[int], order: Iterator[int]) -> None:
     one_torch_thread()
     name_os_thread()
     if cores:
-        core = cores[next(order) % len(cores)]  # next() on a count is atomic under the GIL
-        try:
-            os.sched_setaffinity(0, {core})  # pid 0: this thread only
-        except OSError as exc:  # pragma: no cover - a mask changed since shard_cores()
-            log.warning("cannot pin an embedding shard to core %d: %s", core, exc)
+        pin_this_thread(cores[next(order) % len(cores)])  # next() on a count is atomic
 
 
 def resolve_dtype(dtype: EmbedderDtype, device: str = "cpu") -> EmbedderDtype:

@@ -57,6 +57,12 @@ PROBE = [
 
 MIN_PROBE_COSINE = 0.9999
 
+
+def probe_vectors(encoder: Any) -> np.ndarray:
+    """``encoder``'s vectors of :data:`PROBE`, in two passes of other shapes than the traced one."""
+    return np.concatenate([encoder(PROBE[:2]), encoder(PROBE[2:])])
+
+
 GRAPH_FILE, TOKENIZER_FILE, META_FILE = "graph.pt", "tokenizer.json", "tokenizer_meta.json"
 """What :meth:`TracedEncoder.save` writes."""
 
@@ -197,7 +203,7 @@ def trace_encoder(st_model: Any, dtype: str) -> TracedEncoder:
     except Exception as exc:  # tracing is best-effort: the eager path stays
         raise EmbedderError(f"cannot trace the sentence model: {exc}") from exc
     encoder = TracedEncoder(transformer, graph, max_length)
-    traced = np.concatenate([encoder(PROBE[:2]), encoder(PROBE[2:])])
+    traced = probe_vectors(encoder)
     with torch.inference_mode():
         eager = st_model.encode(PROBE, convert_to_numpy=True, normalize_embeddings=True)
     cos = (traced * np.asarray(eager, dtype=np.float32)).sum(axis=1)
