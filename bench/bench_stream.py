@@ -29,7 +29,8 @@ Measures, in one run:
 The worker runs with ``PGENRM_STREAM_TRACE=true``: every feedback batch and
 reward request logs its stage timings, and the JSON's ``trace`` section
 summarises them per phase (batch sizes, lag from produce to handling, time per
-stage), which says where the latency goes.
+stage), which says where the latency goes; ``<phase>/gc0`` .. ``gc2`` hold the
+worker's garbage collections (``n`` and ``total_ms`` summed, ``max_ms`` at most).
 
 Run: ``.venv/bin/python bench/bench_stream.py [--events 6000] [--worker-env KEY=VALUE ...]``.
 Writes ``out/bench_stream.json`` (``--json NAME`` to rename) and ``out/bench_stream.png``.
@@ -714,6 +715,8 @@ def summarise_trace(
                     "p50": pct(vals, 0.5),
                     "p95": pct(vals, 0.95),
                     "mean": statistics.fmean(vals),
+                    "max": max(vals),
+                    "sum": math.fsum(vals),
                 }
             out[f"{name}/{path}"] = stats
     return out, unparsed
@@ -901,6 +904,17 @@ def report(r: dict[str, Any], out: Path, name: str = "bench_stream.json") -> Non
             "",
         )
     console.print(t)
+    for phase in ("throughput", "latency", "latency_sustainable"):
+        gcs = [
+            f"generation {g}: {st['n']['sum']:.0f}, {st['total_ms']['sum']:.0f} ms "
+            f"(longest {st['max_ms']['max']:.0f} ms)"
+            for g in range(3)
+            if (st := r.get("trace", {}).get(f"{phase}/gc{g}"))
+        ]
+        if gcs:
+            console.print(
+                f"[dim]garbage collections during the {phase} phase: {'; '.join(gcs)}[/dim]"
+            )
     for phase in ("throughput", "latency", "sustainable"):
         if f"{phase}_cpu_cores" in r:
             used = ", ".join(

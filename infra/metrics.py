@@ -78,6 +78,12 @@ REWARD_OUTCOMES = Counter(
     "rank the user's chosen response first? Online accuracy = correct / (correct + incorrect).",
     ["mode", "outcome"],
 )
+GC_PAUSES = Histogram(
+    "pgenrm_gc_pause_seconds",
+    "Time each cyclic garbage collection of the worker held the GIL, by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
 PROTOTYPES = Gauge("pgenrm_prototypes", "Number of user prototypes (clusters).")
 USERS = Gauge("pgenrm_users", "Users with stored preference state.")
 CONSUMER_LAG = Gauge(
@@ -149,3 +155,8 @@ def observe_outcome(mode: str, outcome: Outcome) -> None:
 def set_lag(topic: str, partition: int, lag: int) -> None:
     """Set the consumer lag gauge of one partition."""
     CONSUMER_LAG.labels(topic=topic_label(topic), partition=str(partition)).set(lag)
+
+
+def observe_gc_pause(generation: int, seconds: float) -> None:
+    """Record one garbage collection's pause."""
+    GC_PAUSES.labels(generation=str(generation)).observe(seconds)

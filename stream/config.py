@@ -74,5 +74,10 @@ class StreamConfig(BaseSettings):
     on a loaded 2-core machine)."""
     api: bool = True
     """Serve the HTTP API, /metrics and the dashboard next to the worker (``settings.api``)."""
+    gc_freeze: bool = True
+    """Once the models are loaded, freeze what is alive out of the cyclic garbage
+    collector's reach (:func:`infra.heap.freeze_loaded_objects`), so that a full
+    collection no longer walks the ~580,000 objects of the loaded models while
+    holding the GIL (measured 0.6 s per collection on a 2-core EPYC)."""
     load_backend: bool = True
     """Load the generative backend at start (false: feedback path only, prior-only rewards)."""

@@ -36,8 +36,9 @@ from infra.codec import dead_letter_message, decode
 from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult
 from infra.exceptions import InvalidEventError
 from infra.hardware import name_os_thread
+from infra.heap import GcPauseRecorder, freeze_loaded_objects
 from infra.kafka import encode_value
-from infra.metrics import count_dead_lettered, count_processed
+from infra.metrics import count_dead_lettered, count_processed, observe_gc_pause
 from infra.settings import Settings
 from infra.topics import FEEDBACK, PERSONAS, PROTOTYPES, REWARD_REQUESTS, REWARDS
 from prototypes.embedder import TextVectors
@@ -175,7 +176,9 @@ class StreamRuntime:
         self._last_log = time.monotonic()
         self._last_applied = 0
         self.stage_ms: defaultdict[str, float] = defaultdict(float)
-        """Cumulative ms per ``<path>.<stage>`` (feedback batches, reward requests)."""
+        """Cumulative ms per ``<path>.<stage>`` (feedback batches, reward requests, and
+        ``gc<generation>.pause``: garbage collections while the runtime was started)."""
+        self.gc_pauses = GcPauseRecorder()
 
     # -- lifecycle ----------------------------------------------------------------
     async def service(self) -> PgenrmService:
@@ -193,6 +196,8 @@ class StreamRuntime:
                     )
                     if self.config.load_backend:
                         await loop.run_in_executor(self.reward_pool, self._warm_backend)
+                    if self.config.gc_freeze:
+                        freeze_loaded_objects()
         return self._service
 
     def _warm_backend(self) -> None:
@@ -204,8 +209,9 @@ class StreamRuntime:
             self.counters["backend_unavailable"] += 1
 
     async def start(self) -> None:
-        """Open the service and start the persona refresher (when enabled)."""
+        """Open the service, time garbage collections, start the persona refresher (if enabled)."""
         svc = await self.service()
+        self.gc_pauses.start()
         if self.config.persona_refresh and self.refresher is None:
             self.refresher = PersonaRefresher(
                 svc.refresh_persona,
@@ -229,6 +235,8 @@ class StreamRuntime:
             log.warning("pgenrm API on %s", self._api.url)
 
     async def stop(self) -> None:
+        self.gc_pauses.stop()
+        self._report_gc_pauses()
         log.info("pgenrm counters %s", json.dumps(self.snapshot(), sort_keys=True))
         if self.stage_ms:
             ms = {k: round(v) for k, v in sorted(self.stage_ms.items())}
@@ -472,6 +480,7 @@ class StreamRuntime:
         handling (broker, fetch wait, batching window and queueing behind the
         previous batch); ``stages`` are the runtime's, ``inner`` the service's.
         """
+        self._report_gc_pauses()
         for k, v in stages.items():
             self.stage_ms[f"{path}.{k}"] += v
         for k, v in inner.items():
@@ -488,6 +497,30 @@ class StreamRuntime:
             **{f"svc_{k}": round(v, 1) for k, v in inner.items()},
         }
         log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
+
+    def _report_gc_pauses(self) -> None:
+        """Garbage collections since the last report: to the metrics, ``stage_ms`` and the trace.
+
+        One trace line per generation that collected (``path`` ``gc0``/``gc1``/``gc2``,
+        ``n`` collections, ``total_ms`` and ``max_ms`` of their pauses).
+        """
+        by_generation: defaultdict[int, list[float]] = defaultdict(list)
+        for pause in self.gc_pauses.drain():
+            observe_gc_pause(pause.generation, pause.seconds)
+            by_generation[pause.generation].append(pause.seconds * 1000)
+        if self.gc_pauses.dropped:
+            self.counters["gc_pauses_dropped"] = self.gc_pauses.dropped
+        for generation, ms in sorted(by_generation.items()):
+            self.stage_ms[f"gc{generation}.pause"] += sum(ms)
+            if self.config.trace:
+                rec = {
+                    "path": f"gc{generation}",
+                    "t": round(time.time(), 3),
+                    "n": len(ms),
+                    "total_ms": round(sum(ms), 1),
+                    "max_ms": round(max(ms), 1),
+                }
+                log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
 
     def _maybe_log_progress(self, every_s: float = 10.0) -> None:
         now = time.monotonic()
