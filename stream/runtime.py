@@ -179,6 +179,7 @@ class StreamRuntime:
         """Cumulative ms per ``<path>.<stage>`` (feedback batches, reward requests, and
         ``gc<generation>.pause``: garbage collections while the runtime was started)."""
         self.gc_pauses = GcPauseRecorder()
+        self._gc_report_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def service(self) -> PgenrmService:
@@ -212,6 +213,8 @@ class StreamRuntime:
         """Open the service, time garbage collections, start the persona refresher (if enabled)."""
         svc = await self.service()
         self.gc_pauses.start()
+        if self._gc_report_task is None:  # an idle worker reports its collections too
+            self._gc_report_task = asyncio.ensure_future(self._report_gc_pauses_every())
         if self.config.persona_refresh and self.refresher is None:
             self.refresher = PersonaRefresher(
                 svc.refresh_persona,
@@ -235,6 +238,11 @@ class StreamRuntime:
             log.warning("pgenrm API on %s", self._api.url)
 
     async def stop(self) -> None:
+        if self._gc_report_task is not None:
+            self._gc_report_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_report_task
+            self._gc_report_task = None
         self.gc_pauses.stop()
         self._report_gc_pauses()
         log.info("pgenrm counters %s", json.dumps(self.snapshot(), sort_keys=True))
@@ -497,6 +505,14 @@ class StreamRuntime:
             **{f"svc_{k}": round(v, 1) for k, v in inner.items()},
         }
         log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
+
+    gc_report_every_s = 5.0
+    """Longest a garbage collection waits to reach the metrics when no batch or request comes."""
+
+    async def _report_gc_pauses_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.gc_report_every_s)
+            self._report_gc_pauses()
 
     def _report_gc_pauses(self) -> None:
         """Garbage collections since the last report: to the metrics, ``stage_ms`` and the trace.

@@ -108,3 +108,29 @@ def test_collections_while_started_reach_the_metrics_stage_ms_and_the_trace(
     assert all(0 < t["max_ms"] <= t["total_ms"] for t in gc2)
     assert any(t["path"] == "feedback" for t in traced)
     assert rt.counters["feedback_applied"] == 1
+
+
+def test_an_idle_started_runtime_still_reports_its_collections(
+    svc_settings: Settings, service: Any, unfrozen: None
+) -> None:
+    cfg = StreamConfig(gc_freeze=False, persona_refresh=False, load_backend=False, api=False)
+    rt = StreamRuntime(
+        svc_settings, publisher=MemoryPublisher(), config=cfg, open_service=lambda: service
+    )
+    rt.gc_report_every_s = 0.05
+    before = _collections_counted(2)
+
+    async def main() -> float:
+        await rt.start()
+        try:
+            gc.collect(2)  # and no feedback or request after it
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if _collections_counted(2) > before:
+                    break
+            return _collections_counted(2) - before
+        finally:
+            await rt.stop()
+
+    assert asyncio.run(main()) >= 1
+    assert rt.stage_ms["gc2.pause"] > 0
