@@ -36,7 +36,7 @@ from infra.codec import dead_letter_message, decode
 from infra.contracts import Contract, FeedbackEvent, RewardRequest, RewardResult
 from infra.exceptions import InvalidEventError
 from infra.hardware import name_os_thread
-from infra.heap import GcPauseRecorder, freeze_loaded_objects
+from infra.heap import GcPause, GcPauseRecorder, freeze_loaded_objects
 from infra.kafka import encode_value
 from infra.metrics import count_dead_lettered, count_processed, observe_gc_pause
 from infra.settings import Settings
@@ -495,15 +495,20 @@ class StreamRuntime:
             self.stage_ms[f"{path}.{k}"] += v
         if not self.config.trace:
             return
-        rec = {
-            "path": path,
-            "t": round(time.time(), 3),
-            "n": n,
-            "lag_ms": None if lag_ms is None else round(lag_ms, 1),
-            "total_ms": round(sum(stages.values()), 1),
+        self._log_trace(
+            path,
+            time.time(),
+            n,
+            lag_ms=None if lag_ms is None else round(lag_ms, 1),
+            total_ms=round(sum(stages.values()), 1),
             **{k: round(v, 1) for k, v in stages.items()},
             **{f"svc_{k}": round(v, 1) for k, v in inner.items()},
-        }
+        )
+
+    @staticmethod
+    def _log_trace(path: str, t: float, n: int, **fields: float | None) -> None:
+        """One ``pgenrm trace {json}`` line (the format ``bench/bench_stream.py`` parses)."""
+        rec = {"path": path, "t": round(t, 3), "n": n, **fields}
         log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
 
     gc_report_every_s = 5.0
@@ -518,25 +523,26 @@ class StreamRuntime:
         """Garbage collections since the last report: to the metrics, ``stage_ms`` and the trace.
 
         One trace line per generation that collected (``path`` ``gc0``/``gc1``/``gc2``,
-        ``n`` collections, ``total_ms`` and ``max_ms`` of their pauses).
+        ``n`` collections, ``total_ms`` and ``max_ms`` of their pauses, ``t`` when the
+        last of them ended, so a report that comes late still lands in the right phase).
         """
-        by_generation: defaultdict[int, list[float]] = defaultdict(list)
+        by_generation: defaultdict[int, list[GcPause]] = defaultdict(list)
         for pause in self.gc_pauses.drain():
             observe_gc_pause(pause.generation, pause.seconds)
-            by_generation[pause.generation].append(pause.seconds * 1000)
+            by_generation[pause.generation].append(pause)
         if self.gc_pauses.dropped:
             self.counters["gc_pauses_dropped"] = self.gc_pauses.dropped
-        for generation, ms in sorted(by_generation.items()):
+        for generation, pauses in sorted(by_generation.items()):
+            ms = [p.seconds * 1000 for p in pauses]
             self.stage_ms[f"gc{generation}.pause"] += sum(ms)
             if self.config.trace:
-                rec = {
-                    "path": f"gc{generation}",
-                    "t": round(time.time(), 3),
-                    "n": len(ms),
-                    "total_ms": round(sum(ms), 1),
-                    "max_ms": round(max(ms), 1),
-                }
-                log.info("pgenrm trace %s", json.dumps(rec, sort_keys=True))
+                self._log_trace(
+                    f"gc{generation}",
+                    pauses[-1].ended_at,
+                    len(ms),
+                    total_ms=round(sum(ms), 1),
+                    max_ms=round(max(ms), 1),
+                )
 
     def _maybe_log_progress(self, every_s: float = 10.0) -> None:
         now = time.monotonic()
